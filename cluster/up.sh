@@ -1,0 +1,164 @@
+#!/bin/bash
+# Bring up a real local Slurm cluster on this one machine, for the project's tests and demo:
+# munged, MariaDB + slurmdbd (so sacct works), slurmctld and N slurmd "nodes", each node in its own
+# network namespace (own address and hostname), fake GPUs declared as GRES.  No systemd needed.
+# Idempotent: starts only what is not running; restarts Slurm daemons when the generated config changed.
+#
+# Knobs (environment): NODES (2), GPUS per node (2), CPUS per node (4), ACCOUNTING=dbd|none (dbd),
+#   SUBNET (10.250.0: the /24 of the private bridge), CLUSTER_STATE_DIR (/var/lib/slurm-gpu-cluster).
+set -euo pipefail
+here=$(cd "$(dirname "$(readlink -f "$0")")" && pwd)
+. "$here/lib.sh"
+t_start=$(date +%s.%N)
+
+NODES=${NODES:-2}; GPUS=${GPUS:-2}; CPUS=${CPUS:-4}; ACCOUNTING=${ACCOUNTING:-dbd}; SUBNET=${SUBNET:-10.250.0}
+[ "$(id -u)" = 0 ] || die "the local cluster needs root (it installs Debian packages, writes /etc/slurm and creates network namespaces); run 'sudo make cluster-up'"
+[[ "$NODES" =~ ^[0-9]+$ ]] && [ "$NODES" -ge 1 ] && [ "$NODES" -le 200 ] || die "NODES must be 1..200 (got '$NODES')"
+[[ "$GPUS" =~ ^[0-9]+$ ]] && [ "$GPUS" -le 16 ] || die "GPUS must be 0..16 (got '$GPUS')"
+[[ "$CPUS" =~ ^[0-9]+$ ]] && [ "$CPUS" -ge 1 ] || die "CPUS must be >= 1 (got '$CPUS')"
+case "$ACCOUNTING" in dbd|none) ;; *) die "ACCOUNTING must be dbd or none (got '$ACCOUNTING')";; esac
+mkdir -p "$STATE_DIR"
+
+# ---- 1. packages (Debian's own Slurm 22.05 and munge; MariaDB + slurmdbd for sacct)
+pkgs="slurmctld slurmd slurm-client munge"
+[ "$ACCOUNTING" = dbd ] && pkgs="$pkgs slurmdbd mariadb-server"
+missing=""
+for p in $pkgs; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
+done
+if [ -n "$missing" ]; then
+  log "installing:$missing"
+  own_policy=0
+  # package scripts must not try to start daemons (there is no init system to own them here)
+  if [ ! -e /usr/sbin/policy-rc.d ]; then printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d; own_policy=1; fi
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends $missing >/dev/null
+  [ "$own_policy" = 1 ] && rm -f /usr/sbin/policy-rc.d
+fi
+
+# ---- 2. configuration, rendered from cluster/conf/*.in
+mkdir -p /etc/slurm /var/spool/slurmctld /var/log/slurm /run/munge "$STATE_DIR/etc"
+chown munge:munge /run/munge
+for i in $(seq 1 "$NODES"); do mkdir -p "/var/spool/slurmd/n$i"; done
+if [ "$GPUS" -gt 0 ]; then
+  mkdir -p "$STATE_DIR/fakegpu"
+  for g in $(seq 0 $((GPUS-1))); do
+    # slurmd accepts only character/block devices in gres.conf File=; borrow /dev/null's numbers
+    [ -c "$STATE_DIR/fakegpu/gpu$g" ] || { rm -f "$STATE_DIR/fakegpu/gpu$g"; mknod "$STATE_DIR/fakegpu/gpu$g" c 1 3; }
+  done
+fi
+ctl_host=$(hostname -s)
+ctl_addr=$SUBNET.1
+if [ "$ACCOUNTING" = dbd ]; then
+  accounting="AccountingStorageType=accounting_storage/slurmdbd
+AccountingStorageHost=$ctl_addr"
+  # gres/gpu in TRES is fatal for slurmctld without slurmdbd
+  [ "$GPUS" -gt 0 ] && accounting="$accounting
+AccountingStorageTRES=gres/gpu"
+else
+  accounting="AccountingStorageType=accounting_storage/none"
+fi
+gres_types=""; node_gres=""
+[ "$GPUS" -gt 0 ] && { gres_types="GresTypes=gpu"; node_gres=" Gres=gpu:$GPUS"; }
+nodes=""
+for i in $(seq 1 "$NODES"); do
+  nodes="${nodes}NodeName=n$i NodeHostname=n$i NodeAddr=$SUBNET.$((10+i)) CPUs=$CPUS RealMemory=4000$node_gres State=UNKNOWN
+"
+done
+new_conf=$STATE_DIR/etc/slurm.conf.new
+CTL_HOST=$ctl_host CTL_ADDR=$ctl_addr GRES_TYPES=$gres_types ACCOUNTING_LINES=$accounting NODE_LINES=$nodes \
+  render "$here/conf/slurm.conf.in" > "$new_conf"
+new_gres=$STATE_DIR/etc/gres.conf.new
+{ echo "AutoDetect=off"
+  [ "$GPUS" -gt 0 ] && echo "NodeName=n[1-$NODES] Name=gpu File=$STATE_DIR/fakegpu/gpu[0-$((GPUS-1))]"
+} > "$new_gres"
+conf_changed=0
+cmp -s "$new_conf" /etc/slurm/slurm.conf && cmp -s "$new_gres" /etc/slurm/gres.conf || conf_changed=1
+install -m 644 "$new_conf" /etc/slurm/slurm.conf
+install -m 644 "$new_gres" /etc/slurm/gres.conf
+rm -f "$new_conf" "$new_gres"
+# the nodes this launcher runs, for down.sh and for tests
+echo "$NODES" > "$STATE_DIR/nodes"
+if [ "$ACCOUNTING" = dbd ]; then
+  render "$here/conf/slurmdbd.conf.in" > "$STATE_DIR/etc/slurmdbd.conf"
+  install -m 600 "$STATE_DIR/etc/slurmdbd.conf" /etc/slurm/slurmdbd.conf   # slurmdbd refuses anything looser
+fi
+
+# ---- 3. node names must resolve: Lightning and our batch script take MASTER_ADDR from the node list
+block=$(for i in $(seq 1 "$NODES"); do echo "$SUBNET.$((10+i)) n$i"; done)
+hosts_set_block "$block"
+
+# ---- 4. network: a private bridge and one namespace per node; no route out, no NAT
+ip link show "$BRIDGE" >/dev/null 2>&1 || ip link add "$BRIDGE" type bridge
+ip addr show dev "$BRIDGE" | grep -q "inet $ctl_addr/24" || ip addr add "$ctl_addr/24" dev "$BRIDGE"
+ip link set "$BRIDGE" up
+for i in $(seq 1 "$NODES"); do
+  ns=$NS_PREFIX$i
+  [ -e "/run/netns/$ns" ] || ip netns add "$ns"
+  ip link show "$VETH_PREFIX$i" >/dev/null 2>&1 || ip link add "$VETH_PREFIX$i" type veth peer name eth0 netns "$ns"
+  ip link set "$VETH_PREFIX$i" master "$BRIDGE" up
+  ip -n "$ns" addr show dev eth0 | grep -q "inet $SUBNET.$((10+i))/24" || ip -n "$ns" addr add "$SUBNET.$((10+i))/24" dev eth0
+  ip -n "$ns" link set eth0 up
+  ip -n "$ns" link set lo up
+done
+
+# ---- 5. munge
+if [ ! -s /etc/munge/munge.key ]; then
+  mkdir -p /etc/munge
+  dd if=/dev/urandom of=/etc/munge/munge.key bs=1 count=1024 status=none
+  chown munge:munge /etc/munge/munge.key; chmod 400 /etc/munge/munge.key
+fi
+if ! alive "$(pid_of_file /run/munge/munged.pid)" munged; then
+  log "starting munged"
+  runuser -u munge -- /usr/sbin/munged
+fi
+wait_for 20 munged sh -c 'munge -n | unmunge'
+
+# ---- 6. MariaDB + slurmdbd
+if [ "$ACCOUNTING" = dbd ]; then
+  if ! mariadb -e 'select 1' >/dev/null 2>&1; then
+    log "starting mariadbd"
+    mkdir -p /run/mysqld; chown mysql:mysql /run/mysqld
+    [ -d /var/lib/mysql/mysql ] || mariadb-install-db --user=mysql --datadir=/var/lib/mysql >/dev/null
+    # socket only: nothing listens on the network
+    setsid /usr/sbin/mariadbd --user=mysql --skip-networking --innodb-buffer-pool-size=64M \
+      --pid-file=/run/mysqld/mysqld.pid </dev/null >>/var/log/slurm/mariadbd.out 2>&1 &
+    wait_for 60 mariadbd mariadb -e 'select 1'
+  fi
+  mariadb -e "CREATE DATABASE IF NOT EXISTS slurm_acct_db;
+    CREATE USER IF NOT EXISTS 'slurm'@'localhost' IDENTIFIED BY 'slurmdbpass';
+    GRANT ALL ON slurm_acct_db.* TO 'slurm'@'localhost'; FLUSH PRIVILEGES;"
+  if ! alive "$(pid_of_file /run/slurmdbd.pid)" slurmdbd; then log "starting slurmdbd"; slurmdbd; fi
+  wait_for 60 slurmdbd sacctmgr -n list cluster
+  sacctmgr -n -P list cluster format=cluster | grep -qx local || sacctmgr -i add cluster local >/dev/null
+fi
+
+# ---- 7. slurmctld
+pid=$(pid_of_file /run/slurmctld.pid)
+if alive "$pid" slurmctld && [ "$conf_changed" = 1 ]; then log "config changed: restarting slurmctld"; stop_pid "$pid" slurmctld 20; fi
+if ! alive "$(pid_of_file /run/slurmctld.pid)" slurmctld; then log "starting slurmctld"; slurmctld; fi
+wait_for 30 slurmctld sh -c 'scontrol ping | grep -q UP'
+
+# ---- 8. one slurmd per node, inside its namespace
+for i in $(seq 1 "$NODES"); do
+  pidf=/run/slurmd-n$i.pid; pid=$(pid_of_file "$pidf")
+  if alive "$pid" slurmd && [ "$conf_changed" = 1 ]; then log "config changed: restarting slurmd n$i"; stop_pid "$pid" slurmd 15; fi
+  if ! alive "$(pid_of_file "$pidf")" slurmd; then
+    # nsenter, not `ip netns exec`: the latter remounts /sys and slurmd 22.05 then finds no cgroup fs;
+    # unshare --uts gives the node its own hostname, so gloo advertises the node's own address
+    nsenter --net="/run/netns/$NS_PREFIX$i" unshare --uts sh -c "hostname n$i && exec slurmd -N n$i"
+  fi
+done
+
+# ---- 9. wait until every node is schedulable
+end=$(( $(date +%s) + 60 ))
+while :; do
+  states=$(sinfo -h -N -o '%N %T' 2>/dev/null | sort -u)
+  bad=$(echo "$states" | awk '$2 !~ /^(idle|mixed|allocated|completing)$/ {print $1}' | sort -u)
+  [ -n "$states" ] && [ -z "$bad" ] && [ "$(echo "$states" | awk '{print $1}' | sort -u | wc -l)" -ge "$NODES" ] && break
+  for n in $(echo "$states" | awk '$2 ~ /drain|down/ {print $1}'); do scontrol update nodename="$n" state=resume >/dev/null 2>&1 || true; done
+  [ "$(date +%s)" -lt "$end" ] || { sinfo -N -l; die "nodes not ready: $bad"; }
+  sleep 0.3
+done
+log "cluster ready: $NODES nodes x $GPUS GPUs, accounting=$ACCOUNTING, in $(awk "BEGIN{printf \"%.1f\", $(date +%s.%N) - $t_start}") s"

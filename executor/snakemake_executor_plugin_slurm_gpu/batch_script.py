@@ -1,0 +1,125 @@
+"""StepSpec + paths + command -> the text of a step's batch script. Pure: no I/O, so the same text
+serves submission, previews and golden-file tests."""
+
+from __future__ import annotations
+
+import re
+import shlex
+from dataclasses import dataclass
+
+from .paths import StepPaths
+from .spec import StepSpec
+
+_NEEDS_QUOTES = re.compile(r"\s")
+_UNRENDERABLE = re.compile(r'[\n\r\x00"]')
+
+
+@dataclass(frozen=True)
+class JobOptions:
+    """Executor-wide choices that shape every batch script."""
+
+    socket_ifname: str | None = None  # NCCL_SOCKET_IFNAME / GLOO_SOCKET_IFNAME
+    job_name_prefix: str = "sg"
+
+
+def _directive(flag: str, value: object | None = None) -> str:
+    """One #SBATCH line. sbatch reads these itself (no shell): whitespace needs double quotes,
+    and a double quote or newline could not be represented at all."""
+    if value is None:
+        return f"#SBATCH {flag}"
+    text = str(value)
+    if _UNRENDERABLE.search(text):
+        raise ValueError(f"cannot put {text!r} into an #SBATCH line for {flag}: it contains a newline, NUL "
+                         "or double quote")
+    if _NEEDS_QUOTES.search(text):
+        text = f'"{text}"'
+    return f"#SBATCH {flag}={text}"
+
+
+def _extra_directive(word: str) -> str:
+    if _UNRENDERABLE.search(word):
+        raise ValueError(f"cannot put slurm_extra word {word!r} into an #SBATCH line")
+    if "=" in word and _NEEDS_QUOTES.search(word):
+        flag, value = word.split("=", 1)
+        return f'#SBATCH {flag}="{value}"'
+    return f"#SBATCH {word}"
+
+
+def render_directives(spec: StepSpec, paths: StepPaths, options: JobOptions) -> list[str]:
+    """The #SBATCH lines, in a fixed order so that golden files stay stable."""
+    # Slurm expands %-patterns in --output; only our own %j may be one
+    log_dir = str(paths.log_dir).replace("%", "%%")
+    lines = [
+        _directive("--job-name", f"{options.job_name_prefix}-{spec.rule}"),
+        _directive("--output", f"{log_dir}/%j.log"),
+        # a requeued job restarts its batch script: append, so the first run's log survives
+        _directive("--open-mode", "append"),
+        _directive("--chdir", paths.root),
+        _directive("--export", "ALL"),
+        _directive("--nodes", spec.nodes),
+        _directive("--ntasks-per-node", spec.tasks_per_node),
+    ]
+    if spec.gpus_per_node:
+        # per node, not per task: with --gpus-per-task every rank sees one device and Lightning
+        # miscounts the devices of the node
+        gpus = f"{spec.gpu_model}:{spec.gpus_per_node}" if spec.gpu_model else spec.gpus_per_node
+        lines.append(_directive("--gpus-per-node", gpus))
+    lines.append(_directive("--cpus-per-task", spec.cpus_per_task))
+    if spec.mem_mb_per_cpu is not None:
+        lines.append(_directive("--mem-per-cpu", spec.mem_mb_per_cpu))
+    elif spec.mem_mb is not None:
+        lines.append(_directive("--mem", spec.mem_mb))
+    for flag, value in (("--time", spec.time_min), ("--partition", spec.partition),
+                        ("--account", spec.account), ("--constraint", spec.constraint),
+                        ("--qos", spec.qos)):
+        if value is not None:
+            lines.append(_directive(flag, value))
+    lines.append(_directive("--comment", f"slurm-gpu step={paths.key}"))
+    lines.extend(_extra_directive(word) for word in spec.extra)
+    return lines
+
+
+def render_environment(spec: StepSpec, paths: StepPaths, options: JobOptions) -> list[str]:
+    """Exports every rank inherits through srun: the geometry the executor asked for (the runtime
+    helper cross-checks it against the allocation), the checkpoint directory, and the DDP rendezvous."""
+    q = shlex.quote
+    lines = [
+        "export PYTHONFAULTHANDLER=1",
+        f"export SLURM_GPU_STEP={q(paths.key)}",
+        f"export SLURM_GPU_NODES={spec.nodes}",
+        f"export SLURM_GPU_GPUS_PER_NODE={spec.gpus_per_node}",
+        f"export SLURM_GPU_TASKS_PER_NODE={spec.tasks_per_node}",
+        f"export SLURM_GPU_CHECKPOINT_DIR={q(str(paths.checkpoint_dir))}",
+        'mkdir -p "$SLURM_GPU_CHECKPOINT_DIR"',
+    ]
+    if spec.distributed or spec.uses_gpus:
+        lines += [
+            "# rank 0 runs on the first host of the allocation",
+            'MASTER_ADDR=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)',
+            "export MASTER_ADDR",
+            "# Lightning's own formula (15000 + last 4 digits of the job id): the same port whichever side",
+            "# computes it, and the same again after a requeue",
+            "export MASTER_PORT=$(( 15000 + 10#$(printf '%s' \"$SLURM_JOB_ID\" | tail -c 4) ))",
+        ]
+        if options.socket_ifname:
+            ifname = q(options.socket_ifname)
+            lines.append(f"export NCCL_SOCKET_IFNAME={ifname} GLOO_SOCKET_IFNAME={ifname}")
+    return lines
+
+
+def render_batch_script(spec: StepSpec, paths: StepPaths, command: str, options: JobOptions) -> str:
+    """The whole batch script. `command` is the inner Snakemake call, already shell-quoted."""
+    lines = [
+        "#!/bin/bash",
+        f"# slurm-gpu: step {paths.key} (rule {spec.rule}); submitted as: sbatch --parsable <this file>",
+        *render_directives(spec, paths, options),
+        "",
+        *render_environment(spec, paths, options),
+        "",
+        'echo "[slurm-gpu] job $SLURM_JOB_ID on $SLURM_JOB_NODELIST, restart ${SLURM_RESTART_COUNT:-0}, $(date -Is)"',
+        "# the inner Snakemake runs in the batch step itself, with the SLURM_* environment intact, so",
+        "# the rule's own srun gets the whole allocation",
+        command,
+        "",
+    ]
+    return "\n".join(lines)

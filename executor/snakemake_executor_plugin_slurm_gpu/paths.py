@@ -1,0 +1,84 @@
+"""Every path of a step, in one place: batch scripts, logs and the checkpoint directory.
+
+Wildcard values are user data: they become directory names only after being reduced to a safe
+alphabet, with a hash of the exact values appended whenever that reduction lost information, so two
+steps never share a directory and no value can climb out of it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping
+
+STATE_DIR = Path(".snakemake") / "slurm-gpu"
+_UNSAFE = re.compile(r"[^A-Za-z0-9._+=-]")
+_MAX_NAME = 80
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:12]
+
+
+def safe_name(text: str) -> str:
+    """A single path component for text: readable where possible, unique always."""
+    cleaned = _UNSAFE.sub("_", text)
+    if cleaned in ("", ".", "..") or cleaned != text or len(cleaned) > _MAX_NAME:
+        return f"{cleaned[:_MAX_NAME].strip('.') or 'x'}-{_digest(text)}"
+    return cleaned
+
+
+def wildcards_name(wildcards: Mapping[str, object]) -> str:
+    """The step's directory name: 'k=v,k2=v2' made safe, or 'all' for a rule without wildcards."""
+    if not wildcards:
+        return "all"
+    return safe_name(",".join(f"{k}={v}" for k, v in wildcards.items()))
+
+
+@dataclass(frozen=True)
+class StepPaths:
+    """Paths of one step (rule + wildcards). `root` is the workflow's working directory."""
+
+    root: Path
+    rule: str
+    wildcards: str  # already made safe by wildcards_name()
+    checkpoint_root: Path | None = None
+
+    @classmethod
+    def of(cls, root: Path, rule: str, wildcards: Mapping[str, object],
+           checkpoint_root: Path | None = None) -> "StepPaths":
+        return cls(Path(root).absolute(), safe_name(rule), wildcards_name(wildcards), checkpoint_root)
+
+    @property
+    def state_dir(self) -> Path:
+        return self.root / STATE_DIR
+
+    @property
+    def key(self) -> str:
+        """Stable across runs and resubmissions of the same step."""
+        return f"{self.rule}/{self.wildcards}"
+
+    @property
+    def log_dir(self) -> Path:
+        return self.state_dir / "logs" / self.rule / self.wildcards
+
+    def log_file(self, job_id: str) -> Path:
+        return self.log_dir / f"{job_id}.log"
+
+    @property
+    def log_pattern(self) -> Path:
+        """The --output pattern: Slurm fills in the job id."""
+        return self.log_dir / "%j.log"
+
+    @property
+    def script_dir(self) -> Path:
+        return self.state_dir / "scripts" / self.rule / self.wildcards
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        """Outside every declared output, so Snakemake's pre-run deletion never reaches it."""
+        base = self.checkpoint_root if self.checkpoint_root is not None else self.state_dir / "checkpoints"
+        base = base if base.is_absolute() else self.root / base
+        return base / self.rule / self.wildcards

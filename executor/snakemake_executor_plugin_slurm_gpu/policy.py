@@ -1,0 +1,89 @@
+"""Pure decisions: what the executor does about a job, given what Slurm says and for how long it has
+said it. Every "no" carries its reason. The clock is passed in, so tests need no sleeping."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+from .status import Outcome, Verdict
+
+
+class Act(enum.StrEnum):
+    WAIT = "wait"
+    SUCCEED = "succeed"
+    FAIL = "fail"
+    CANCEL_AND_FAIL = "cancel_and_fail"  # the job would otherwise sit in Slurm forever
+
+
+@dataclass(frozen=True)
+class Action:
+    act: Act
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class Limits:
+    # Slurm requeues a preempted or node-failed job within seconds when it will at all (the
+    # requeue hold is cred_expire + 1 s); a state that outlives this is final
+    settle_s: float = 60.0
+    # a job that neither squeue nor sacct knows, or that sits in a state this version does not
+    # know, is waited for this long before the step is failed
+    missing_s: float = 600.0
+
+
+@dataclass
+class _Seen:
+    outcome: Outcome | None
+    since: float
+
+
+@dataclass
+class JobWatch:
+    """Remembers since when each job has shown its current outcome."""
+
+    limits: Limits = field(default_factory=Limits)
+    _seen: dict[str, _Seen] = field(default_factory=dict)
+
+    def decide(self, job_id: str, verdict: Verdict | None, now: float) -> Action:
+        outcome = verdict.outcome if verdict is not None else None
+        seen = self._seen.get(job_id)
+        if seen is None or seen.outcome != outcome:
+            seen = self._seen[job_id] = _Seen(outcome, now)
+        held_for = now - seen.since
+        action = decide(verdict, held_for, self.limits)
+        if action.act is not Act.WAIT:
+            self._seen.pop(job_id, None)
+        return action
+
+    def forget(self, job_id: str) -> None:
+        self._seen.pop(job_id, None)
+
+
+def decide(verdict: Verdict | None, held_for_s: float, limits: Limits) -> Action:
+    """The action for one job whose status has been `verdict` for `held_for_s` seconds."""
+    if verdict is None:
+        if held_for_s < limits.missing_s:
+            return Action(Act.WAIT)
+        return Action(Act.FAIL, f"Slurm has not known this job for {held_for_s:.0f} s (neither squeue nor sacct "
+                                "lists it)")
+    match verdict.outcome:
+        case Outcome.ACTIVE:
+            return Action(Act.WAIT)
+        case Outcome.SUCCEEDED:
+            return Action(Act.SUCCEED)
+        case Outcome.FAILED:
+            return Action(Act.FAIL, f"Slurm job ended {verdict.detail}")
+        case Outcome.HELD:
+            return Action(Act.CANCEL_AND_FAIL,
+                          f"Slurm holds the job ({verdict.detail}) until someone runs `scontrol release`; "
+                          "it was cancelled so that it cannot start later beside a new attempt")
+        case Outcome.INTERRUPTED:
+            if verdict.state in ("PREEMPTED", "NODE_FAIL") and held_for_s < limits.settle_s:
+                return Action(Act.WAIT)  # Slurm may still requeue it
+            return Action(Act.FAIL, f"Slurm job was stopped from outside: {verdict.detail}")
+        case _:
+            if held_for_s < limits.missing_s:
+                return Action(Act.WAIT)
+            return Action(Act.FAIL, f"Slurm reports a state slurm-gpu does not know ({verdict.detail}) for "
+                                    f"{held_for_s:.0f} s")

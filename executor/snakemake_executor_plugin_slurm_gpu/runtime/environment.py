@@ -1,0 +1,85 @@
+"""The step's DDP world, read from the allocation: SLURM_* as srun sets them for each rank, checked
+against the geometry the executor submitted (SLURM_GPU_*), so Trainer arguments and #SBATCH lines
+come from one source and cannot disagree."""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping
+
+
+class GeometryError(RuntimeError):
+    """The processes that were started do not form the world the step was submitted for."""
+
+
+@dataclass(frozen=True)
+class Geometry:
+    num_nodes: int
+    devices: int          # ranks per node (one per GPU)
+    world_size: int
+    rank: int
+    local_rank: int
+    node_rank: int
+    master_addr: str | None
+    master_port: int | None
+    under_slurm: bool
+
+
+def _int(environ: Mapping[str, str], *names: str) -> int | None:
+    for name in names:
+        value = environ.get(name)
+        if value:
+            match = re.match(r"\d+", value)  # SLURM_TASKS_PER_NODE looks like "2(x2)" or "2,1"
+            if match:
+                return int(match.group())
+    return None
+
+
+def geometry(environ: Mapping[str, str] | None = None) -> Geometry:
+    """This process's place in the step's world. Raises GeometryError on a mismatch that would make
+    the ranks wait for each other forever."""
+    env = os.environ if environ is None else environ
+    declared_nodes = _int(env, "SLURM_GPU_NODES")
+    declared_tasks = _int(env, "SLURM_GPU_TASKS_PER_NODE")
+    under_slurm = "SLURM_JOB_ID" in env and "SLURM_NTASKS" in env
+    if not under_slurm:
+        nodes, tasks = declared_nodes or 1, declared_tasks or 1
+        return Geometry(nodes, tasks, nodes * tasks, 0, 0, 0, env.get("MASTER_ADDR"),
+                        _int(env, "MASTER_PORT"), False)
+    nodes = _int(env, "SLURM_NNODES", "SLURM_JOB_NUM_NODES") or 1
+    tasks = _int(env, "SLURM_NTASKS_PER_NODE", "SLURM_TASKS_PER_NODE") or 1
+    world = _int(env, "SLURM_NTASKS") or nodes * tasks
+    step = env.get("SLURM_GPU_STEP", "this step")
+    if declared_nodes is not None and declared_tasks is not None:
+        if (nodes, tasks) != (declared_nodes, declared_tasks):
+            raise GeometryError(
+                f"{step} was submitted for {declared_nodes} node(s) x {declared_tasks} rank(s), but this process "
+                f"runs in a world of {nodes} node(s) x {tasks} rank(s). HINT: start the ranks with a plain "
+                f"`srun python ...` (no -N/-n/--ntasks-per-node of its own) so that srun uses the whole allocation")
+    if world != nodes * tasks:
+        raise GeometryError(
+            f"{step}: SLURM_NTASKS={world} but {nodes} node(s) x {tasks} task(s) per node = {nodes * tasks}; "
+            "Lightning would wait for ranks that never start. HINT: do not pass --ntasks to srun")
+    return Geometry(
+        num_nodes=nodes,
+        devices=tasks,
+        world_size=world,
+        rank=_int(env, "SLURM_PROCID") or 0,
+        local_rank=_int(env, "SLURM_LOCALID") or 0,
+        node_rank=_int(env, "SLURM_NODEID") or 0,
+        master_addr=env.get("MASTER_ADDR"),
+        master_port=_int(env, "MASTER_PORT"),
+        under_slurm=True,
+    )
+
+
+def checkpoint_dir(environ: Mapping[str, str] | None = None, default: str | Path = "checkpoints") -> Path:
+    """The step's checkpoint directory: the same for every requeue and resubmission of the step.
+    Outside slurm-gpu (a local test run) it is `default`."""
+    env = os.environ if environ is None else environ
+    path = Path(env.get("SLURM_GPU_CHECKPOINT_DIR") or default)
+    path.mkdir(parents=True, exist_ok=True)
+    return path

@@ -1,0 +1,177 @@
+"""The one door to Slurm: argv builders, `run`, and parsers of what the commands print.
+
+No shell anywhere: every call is an argv list with a timeout, and a failure carries the argv, the
+exit code and stderr. Parsers are pure and read Slurm's delimited output (--parsable2 / --format),
+never columns. No policy lives here: what a state means is status.py's business.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable, Mapping, Sequence
+
+# Messages that mean "try again later": the controller or the accounting daemon is busy or away.
+_TRANSIENT = re.compile(
+    r"Socket timed out|Unable to contact slurm controller|Connection refused|Connection timed out|"
+    r"temporarily unavailable|Resource temporarily|try again|Zero Bytes were transmitted|"
+    r"slurmdbd.*(down|not responding)|Slurm backup controller in standby|Transaction.*pending",
+    re.IGNORECASE,
+)
+
+
+class SlurmError(RuntimeError):
+    """A Slurm command failed. `transient` says whether retrying later may help."""
+
+    def __init__(self, argv: Sequence[str], returncode: int | None, stdout: str, stderr: str,
+                 transient: bool) -> None:
+        self.argv, self.returncode, self.stdout, self.stderr = list(argv), returncode, stdout, stderr
+        self.transient = transient
+        what = "timed out" if returncode is None else f"exited {returncode}"
+        super().__init__(f"{' '.join(self.argv)} {what}: {stderr.strip() or stdout.strip() or '(no output)'}")
+
+
+Runner = Callable[[Sequence[str], float], "Completed"]
+
+
+@dataclass(frozen=True)
+class Completed:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def run_subprocess(argv: Sequence[str], timeout_s: float) -> Completed:
+    """Run argv (never through a shell) and return what it printed."""
+    proc = subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout_s,
+                          stdin=subprocess.DEVNULL, check=False)
+    return Completed(proc.returncode, proc.stdout, proc.stderr)
+
+
+def run(argv: Sequence[str], timeout_s: float = 60.0, runner: Runner = run_subprocess) -> str:
+    """Run a Slurm command, returning stdout or raising SlurmError."""
+    try:
+        done = runner(argv, timeout_s)
+    except subprocess.TimeoutExpired as e:
+        raise SlurmError(argv, None, str(e.stdout or ""), str(e.stderr or ""), transient=True) from None
+    except FileNotFoundError as e:
+        raise SlurmError(argv, 127, "", f"{argv[0]} not found on PATH ({e})", transient=False) from None
+    if done.returncode != 0:
+        raise SlurmError(argv, done.returncode, done.stdout, done.stderr,
+                         transient=bool(_TRANSIENT.search(done.stderr + done.stdout)))
+    return done.stdout
+
+
+# ---------------------------------------------------------------- sbatch
+
+def sbatch_argv(script: Path) -> list[str]:
+    return ["sbatch", "--parsable", str(script)]
+
+
+_JOB_ID_LINE = re.compile(r"^(\d+)(?:;\S+)?$")
+
+
+def parse_sbatch(stdout: str) -> str:
+    """The job id from `sbatch --parsable` ("123" or "123;cluster"), after any warning lines."""
+    for line in reversed(stdout.strip().splitlines()):
+        match = _JOB_ID_LINE.match(line.strip())
+        if match:
+            return match.group(1)
+    raise ValueError(f"sbatch printed no job id: {stdout.strip()!r}")
+
+
+# ---------------------------------------------------------------- job states
+
+@dataclass(frozen=True)
+class JobRecord:
+    job_id: str
+    state: str  # verbatim, e.g. "CANCELLED by 0"
+    reason: str = ""
+    exit_code: str = ""
+    nodes: str = ""
+
+
+_SQUEUE_FIELDS = "%i|%T|%r|%N"
+
+
+def squeue_argv(job_ids: Iterable[str]) -> list[str]:
+    # --states=all: finished jobs stay visible until MinJobAge, which spares most sacct calls
+    return ["squeue", "--noheader", "--states=all", f"--jobs={','.join(job_ids)}",
+            f"--format={_SQUEUE_FIELDS}"]
+
+
+def is_no_such_job(error: SlurmError) -> bool:
+    """squeue fails outright when none of the asked ids is still known to the controller."""
+    return "Invalid job id specified" in error.stderr
+
+
+def parse_squeue(stdout: str) -> dict[str, JobRecord]:
+    records: dict[str, JobRecord] = {}
+    for line in stdout.splitlines():
+        parts = line.strip().split("|")
+        if len(parts) != 4 or not parts[0].isdigit() or not parts[1]:
+            continue  # a truncated or foreign line: the job stays unknown this poll
+        job_id, state, reason, nodes = parts
+        records[job_id] = JobRecord(job_id, state, "" if reason == "None" else reason, "", nodes)
+    return records
+
+
+_SACCT_FIELDS = "JobIDRaw,State,Reason,ExitCode,NodeList"
+
+
+def sacct_argv(job_ids: Iterable[str]) -> list[str]:
+    # -X: the allocation's line only; without --duplicates sacct gives the newest run of a
+    # requeued job, which is the one that matters
+    return ["sacct", "--noheader", "--parsable2", "-X", f"--jobs={','.join(job_ids)}",
+            f"--format={_SACCT_FIELDS}"]
+
+
+def parse_sacct(stdout: str) -> dict[str, JobRecord]:
+    records: dict[str, JobRecord] = {}
+    for line in stdout.splitlines():
+        parts = line.strip().split("|")
+        if len(parts) != 5 or not parts[0].isdigit() or not parts[1]:
+            continue
+        job_id, state, reason, exit_code, nodes = parts
+        records[job_id] = JobRecord(job_id, state, "" if reason == "None" else reason, exit_code, nodes)
+    return records
+
+
+def scancel_argv(job_ids: Iterable[str]) -> list[str]:
+    return ["scancel", *job_ids]
+
+
+# ---------------------------------------------------------------- partitions
+
+def sinfo_argv() -> list[str]:
+    return ["sinfo", "--noheader", "--format=%P|%G"]
+
+
+_GPU_GRES = re.compile(r"(?:^|,)gpu(?::[A-Za-z0-9_.-]+)?:(\d+)")
+
+
+def parse_sinfo(stdout: str) -> tuple[dict[str, int], str | None]:
+    """(partition -> most GPUs on one of its nodes, default partition)."""
+    gpus: dict[str, int] = {}
+    default = None
+    for line in stdout.splitlines():
+        parts = line.strip().split("|")
+        if len(parts) != 2 or not parts[0]:
+            continue
+        name, gres = parts
+        if name.endswith("*"):
+            name = name[:-1]
+            default = name
+        count = max((int(m) for m in _GPU_GRES.findall(re.sub(r"\([^)]*\)", "", gres))), default=0)
+        gpus[name] = max(gpus.get(name, 0), count)
+    return gpus, default
+
+
+def merge_records(*sources: Mapping[str, JobRecord]) -> dict[str, JobRecord]:
+    """Later sources win: sacct's verdict on a job that left the queue beats nothing."""
+    merged: dict[str, JobRecord] = {}
+    for source in sources:
+        merged.update(source)
+    return merged

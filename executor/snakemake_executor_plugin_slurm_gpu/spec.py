@@ -1,0 +1,250 @@
+"""Rule resources -> StepSpec: what one step asks of Slurm, checked before anything is submitted.
+
+Every check raises ResourceError naming the rule, the resource, the value and the fix. Nothing here
+does I/O: capacity checks take a ClusterInfo value that the caller got from Slurm.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+
+class ResourceError(ValueError):
+    """A rule asks for something that cannot be submitted as it stands."""
+
+    def __init__(self, rule: str, resource: str, problem: str, fix: str) -> None:
+        self.rule, self.resource = rule, resource
+        super().__init__(f"rule '{rule}': resource '{resource}' {problem}. HINT: {fix}")
+
+
+# Flags that the executor itself sets from resources or needs for its own bookkeeping: a copy in
+# slurm_extra would either clash with them or silently break the step geometry.
+MANAGED_FLAGS: dict[str, str] = {
+    "--job-name": "", "-J": "",
+    "--output": "", "-o": "", "--error": "", "-e": "",
+    "--open-mode": "", "--parsable": "", "--export": "", "--chdir": "", "-D": "",
+    "--comment": "", "--wrap": "",
+    "--account": "slurm_account", "-A": "slurm_account",
+    "--partition": "slurm_partition", "-p": "slurm_partition",
+    "--time": "runtime", "-t": "runtime",
+    "--mem": "mem_mb", "--mem-per-cpu": "mem_mb_per_cpu",
+    "--nodes": "nodes", "-N": "nodes",
+    "--ntasks": "gpus/nodes", "-n": "gpus/nodes", "--ntasks-per-node": "gpus/nodes",
+    "--ntasks-per-gpu": "gpus/nodes",
+    "--cpus-per-task": "cpus_per_task", "-c": "cpus_per_task", "--cpus-per-gpu": "cpus_per_task",
+    "--gpus": "gpus", "-G": "gpus", "--gpus-per-node": "gpus", "--gpus-per-task": "gpus",
+    "--gres": "gpus / gpu_model",
+    "--constraint": "constraint", "-C": "constraint", "--qos": "qos", "-q": "qos",
+    "--signal": "", "--requeue": "", "--no-requeue": "",
+}
+
+# Characters that would end an #SBATCH line or a quoted value in it.
+_FORBIDDEN_IN_DIRECTIVE = re.compile(r'[\n\r\x00"]')
+
+
+@dataclass(frozen=True)
+class ClusterInfo:
+    """What the partitions offer, from one `sinfo` per run."""
+
+    gpus_per_node: Mapping[str, int]  # partition -> largest GPU count of one of its nodes
+    default_partition: str | None = None
+
+
+@dataclass(frozen=True)
+class StepSpec:
+    """One step's Slurm geometry and limits: the single source of the #SBATCH lines and of the
+    num_nodes/devices a training script sees."""
+
+    rule: str
+    nodes: int = 1
+    gpus_per_node: int = 0
+    tasks_per_node: int = 1
+    cpus_per_task: int = 1
+    mem_mb: int | None = None
+    mem_mb_per_cpu: int | None = None
+    time_min: int | None = None
+    partition: str | None = None
+    account: str | None = None
+    constraint: str | None = None
+    qos: str | None = None
+    gpu_model: str | None = None
+    extra: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def gpus(self) -> int:
+        return self.nodes * self.gpus_per_node
+
+    @property
+    def distributed(self) -> bool:
+        """A step whose ranks need `srun`: several GPUs or several nodes."""
+        return self.gpus > 1 or self.nodes > 1
+
+    @property
+    def uses_gpus(self) -> bool:
+        return self.gpus > 0
+
+
+def _as_count(rule: str, name: str, value: Any, minimum: int, fix: str) -> int:
+    if isinstance(value, bool):
+        raise ResourceError(rule, name, f"is {value!r}, not a whole number", fix)
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, str) and re.fullmatch(r"\s*\d+\s*", value):
+        value = int(value)
+    if not isinstance(value, int):
+        raise ResourceError(rule, name, f"is {value!r}, not a whole number", fix)
+    if value < minimum:
+        raise ResourceError(rule, name, f"is {value}, but must be at least {minimum}", fix)
+    return value
+
+
+def _as_text(rule: str, name: str, value: Any) -> str | None:
+    if value is None or value == "":
+        return None
+    text = str(value)
+    if _FORBIDDEN_IN_DIRECTIVE.search(text):
+        raise ResourceError(rule, name, f"is {text!r}, which contains a newline, NUL or double quote",
+                            f"set '{name}' to a plain Slurm value without those characters")
+    return text
+
+
+def _gpu_total(rule: str, resources: Mapping[str, Any]) -> int:
+    gpus = resources.get("gpus")
+    gpu = resources.get("gpu")  # Snakemake's standard resource name means the same thing here
+    fix = "set gpus to the total number of GPUs of the step, e.g. gpus=4 for 2 nodes x 2 GPUs"
+    total_gpus = None if gpus is None else _as_count(rule, "gpus", gpus, 0, fix)
+    total_gpu = None if gpu is None else _as_count(rule, "gpu", gpu, 0, fix)
+    if total_gpus is not None and total_gpu is not None and total_gpus != total_gpu:
+        raise ResourceError(rule, "gpus", f"is {total_gpus} but 'gpu' is {total_gpu}",
+                            "set only one of them (both mean the total GPUs of the step)")
+    return total_gpus if total_gpus is not None else (total_gpu or 0)
+
+
+def parse_slurm_extra(rule: str, value: Any) -> tuple[str, ...]:
+    """Split slurm_extra into argv words (shell-like quoting, no expansion) and refuse managed flags."""
+    text = _as_text(rule, "slurm_extra", value)
+    if text is None:
+        return ()
+    try:
+        words = tuple(shlex.split(text, comments=False, posix=True))
+    except ValueError as e:
+        raise ResourceError(rule, "slurm_extra", f"is {text!r}, which cannot be split into words ({e})",
+                            "close the quotes in slurm_extra") from None
+    for word in words:
+        flag = word.split("=", 1)[0]
+        if not flag.startswith("-"):
+            continue
+        # a short flag may carry its value glued on: -p debug / -pdebug
+        short = flag[:2] if re.fullmatch(r"-[A-Za-z].+", flag) else flag
+        for candidate in (flag, short):
+            if candidate in MANAGED_FLAGS:
+                owner = MANAGED_FLAGS[candidate]
+                fix = (f"use the resource '{owner}' instead" if owner
+                       else "remove it: slurm-gpu sets this flag itself")
+                raise ResourceError(rule, "slurm_extra", f"contains {candidate}, which slurm-gpu manages", fix)
+    return words
+
+
+def build_spec(rule: str, resources: Mapping[str, Any], threads: int = 1) -> StepSpec:
+    """Turn a rule's resources into a StepSpec, raising ResourceError on anything unsubmittable."""
+    nodes = _as_count(rule, "nodes", resources.get("nodes", 1) or 1, 1,
+                      "set nodes to a whole number >= 1")
+    gpus = _gpu_total(rule, resources)
+    if gpus % nodes:
+        lower, upper = (gpus // nodes) * nodes, (gpus // nodes + 1) * nodes
+        options = " or ".join(str(g) for g in (lower, upper) if g > 0)
+        raise ResourceError(rule, "gpus", f"is {gpus}, which is not divisible by nodes={nodes}",
+                            f"use gpus={options} (gpus is the total of the step, split evenly over its nodes)")
+    gpus_per_node = gpus // nodes
+    tasks_per_node = max(gpus_per_node, 1)  # one task (rank) per GPU
+    if "cpus_per_task" in resources and resources["cpus_per_task"] is not None:
+        cpus_per_task = _as_count(rule, "cpus_per_task", resources["cpus_per_task"], 1,
+                                  "set cpus_per_task to the CPUs each rank needs, e.g. 4")
+    elif gpus_per_node:
+        cpus_per_task = 1
+    else:
+        cpus_per_task = max(int(threads or 1), 1)
+    mem_mb = resources.get("mem_mb")
+    mem_mb_per_cpu = resources.get("mem_mb_per_cpu")
+    if mem_mb_per_cpu is not None:
+        mem_mb_per_cpu = _as_count(rule, "mem_mb_per_cpu", mem_mb_per_cpu, 1, "set mem_mb_per_cpu in MB, e.g. 2000")
+        mem_mb = None  # Slurm refuses both; per-CPU is the more specific wish
+    elif mem_mb is not None:
+        mem_mb = _as_count(rule, "mem_mb", mem_mb, 1, "set mem_mb in MB per node, e.g. 16000")
+    runtime = resources.get("runtime")
+    time_min = None if runtime is None else _as_count(
+        rule, "runtime", runtime, 1, "set runtime in minutes, e.g. runtime=120")
+    gpu_model = _as_text(rule, "gpu_model", resources.get("gpu_model"))
+    if gpu_model is not None and not re.fullmatch(r"[A-Za-z0-9_.-]+", gpu_model):
+        raise ResourceError(rule, "gpu_model", f"is {gpu_model!r}",
+                            "use the GPU type as Slurm's gres.conf names it, e.g. a100")
+    if gpu_model is not None and not gpus:
+        raise ResourceError(rule, "gpu_model", f"is {gpu_model!r} but the rule asks for no GPUs",
+                            "also set gpus")
+    return StepSpec(
+        rule=rule,
+        nodes=nodes,
+        gpus_per_node=gpus_per_node,
+        tasks_per_node=tasks_per_node,
+        cpus_per_task=cpus_per_task,
+        mem_mb=mem_mb,
+        mem_mb_per_cpu=mem_mb_per_cpu,
+        time_min=time_min,
+        partition=_as_text(rule, "slurm_partition", resources.get("slurm_partition")),
+        account=_as_text(rule, "slurm_account", resources.get("slurm_account")),
+        constraint=_as_text(rule, "constraint", resources.get("constraint")),
+        qos=_as_text(rule, "qos", resources.get("qos")),
+        gpu_model=gpu_model,
+        extra=parse_slurm_extra(rule, resources.get("slurm_extra")),
+    )
+
+
+_COMMAND_SPLIT = re.compile(r"\n|;|&&|\|\||\|")
+_ASSIGNMENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*=\S*")
+
+
+def check_launch(spec: StepSpec, shell_command: str | None) -> None:
+    """A distributed step must start its ranks with srun; without it one process waits for the
+    others forever ("stuck at Initializing distributed")."""
+    if not spec.distributed:
+        return
+    fix = ("start the rule's shell command with srun, e.g. shell: \"srun python train.py\": "
+           "the batch step is one process, srun starts one rank per GPU on every node")
+    if not shell_command:
+        raise ResourceError(spec.rule, "gpus/nodes",
+                            f"ask for {spec.nodes} node(s) x {spec.gpus_per_node} GPU(s), but the rule has no "
+                            "shell command to launch ranks with", fix)
+    for segment in _COMMAND_SPLIT.split(shell_command):
+        words = segment.strip().split()
+        while words and (_ASSIGNMENT.fullmatch(words[0]) or words[0] in ("export", "exec", "time")):
+            words = words[1:]
+        if words and words[0] == "srun":
+            return
+    first = shell_command.strip().splitlines()[0] if shell_command.strip() else ""
+    raise ResourceError(spec.rule, "gpus/nodes",
+                        f"ask for {spec.nodes} node(s) x {spec.gpus_per_node} GPU(s), but the shell command "
+                        f"({first!r}) does not start with srun, so only one rank would run and it would hang "
+                        "at 'Initializing distributed'", fix)
+
+
+def check_capacity(spec: StepSpec, cluster: ClusterInfo) -> None:
+    """The partition exists and one of its nodes has the GPUs the step puts on each node."""
+    partition = spec.partition or cluster.default_partition
+    known = ", ".join(sorted(cluster.gpus_per_node)) or "none"
+    if partition is None:
+        raise ResourceError(spec.rule, "slurm_partition", "is not set and the cluster has no default partition",
+                            f"set slurm_partition to one of: {known}")
+    if partition not in cluster.gpus_per_node:
+        raise ResourceError(spec.rule, "slurm_partition", f"is {partition!r}, which this cluster does not have",
+                            f"use one of: {known}")
+    available = cluster.gpus_per_node[partition]
+    if spec.gpus_per_node > available:
+        needed_nodes = -(-spec.gpus // available) if available else None
+        fix = (f"use at most {available} GPUs per node there, e.g. nodes={needed_nodes} for gpus={spec.gpus}"
+               if available else "choose a partition with GPU nodes")
+        raise ResourceError(spec.rule, "gpus",
+                            f"puts {spec.gpus_per_node} GPUs on each of {spec.nodes} node(s), but the nodes of "
+                            f"partition '{partition}' have at most {available}", fix)

@@ -1,0 +1,111 @@
+"""What a Slurm job state means for a step (STATE_TABLE), and the batched status query per poll."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Callable, Iterable, Sequence
+
+from . import slurm
+from .slurm import JobRecord, SlurmError
+
+
+class Outcome(enum.StrEnum):
+    ACTIVE = "active"            # queued, running, or being restarted by Slurm itself
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"            # the step's own doing, or a cancel: never retried behind the user's back
+    INTERRUPTED = "interrupted"  # stopped from outside (time limit, node, preemption): resumable
+    HELD = "held"                # parked by Slurm until a person acts; would otherwise wait forever
+    UNKNOWN = "unknown"          # a state this table does not know: wait, but not forever
+
+
+# Every state squeue or sacct prints (Slurm 22.05 job_state_string + flags shown as states).
+STATE_TABLE: dict[str, Outcome] = {
+    "PENDING": Outcome.ACTIVE,
+    "CONFIGURING": Outcome.ACTIVE,
+    "RUNNING": Outcome.ACTIVE,
+    "COMPLETING": Outcome.ACTIVE,
+    "SUSPENDED": Outcome.ACTIVE,
+    "STOPPED": Outcome.ACTIVE,
+    "SIGNALING": Outcome.ACTIVE,
+    "STAGE_OUT": Outcome.ACTIVE,
+    "RESIZING": Outcome.ACTIVE,
+    # requeued by Slurm (or by Lightning's `scontrol requeue`): same job id, back to PENDING shortly
+    "REQUEUED": Outcome.ACTIVE,
+    "REQUEUE_FED": Outcome.ACTIVE,
+    "COMPLETED": Outcome.SUCCEEDED,
+    "FAILED": Outcome.FAILED,
+    "CANCELLED": Outcome.FAILED,
+    "OUT_OF_MEMORY": Outcome.FAILED,
+    "DEADLINE": Outcome.FAILED,
+    "REVOKED": Outcome.FAILED,
+    "TIMEOUT": Outcome.INTERRUPTED,
+    "NODE_FAIL": Outcome.INTERRUPTED,
+    "PREEMPTED": Outcome.INTERRUPTED,
+    "BOOT_FAIL": Outcome.INTERRUPTED,
+    # held after a requeue (requeue-hold or a RequeueExitHold exit code) or after a reservation
+    # was deleted: only `scontrol release` moves them on
+    "REQUEUE_HOLD": Outcome.HELD,
+    "SPECIAL_EXIT": Outcome.HELD,
+    "RESV_DEL_HOLD": Outcome.HELD,
+}
+
+
+@dataclass(frozen=True)
+class Verdict:
+    outcome: Outcome
+    state: str      # the state word, e.g. CANCELLED
+    detail: str     # everything Slurm said, for messages: "CANCELLED by 0, reason ..., exit 0:15"
+
+
+def base_state(state: str) -> str:
+    """'CANCELLED by 1000' -> 'CANCELLED'; 'RUNNING+' -> 'RUNNING'."""
+    word = state.strip().split(" ", 1)[0] if state.strip() else ""
+    return word.rstrip("+").upper()
+
+
+def classify(record: JobRecord) -> Verdict:
+    state = base_state(record.state)
+    outcome = STATE_TABLE.get(state, Outcome.UNKNOWN)
+    parts = [record.state]
+    if record.reason:
+        parts.append(f"reason {record.reason}")
+    if record.exit_code and record.exit_code != "0:0":
+        parts.append(f"exit code {record.exit_code}")
+    if record.nodes:
+        parts.append(f"nodes {record.nodes}")
+    return Verdict(outcome, state, ", ".join(parts))
+
+
+Run = Callable[[Sequence[str]], str]
+
+
+@dataclass
+class StatusQuery:
+    """One batched look at many jobs: squeue for what the controller still holds, then sacct only
+    for the ids that already left the queue. Never one call per job."""
+
+    run: Run
+    use_sacct: bool = True
+
+    def records(self, job_ids: Iterable[str]) -> dict[str, JobRecord]:
+        ids = sorted(set(job_ids), key=int)
+        if not ids:
+            return {}
+        try:
+            found = slurm.parse_squeue(self.run(slurm.squeue_argv(ids)))
+        except SlurmError as e:
+            if not slurm.is_no_such_job(e):
+                raise
+            found = {}
+        missing = [i for i in ids if i not in found]
+        if missing and self.use_sacct:
+            try:
+                found.update(slurm.parse_sacct(self.run(slurm.sacct_argv(missing))))
+            except SlurmError as e:
+                # without accounting, sacct says so and exits 1: squeue is all there is
+                if "accounting storage is disabled" in (e.stderr + e.stdout):
+                    self.use_sacct = False
+                else:
+                    raise
+        return found
