@@ -77,13 +77,18 @@ def classify(record: JobRecord) -> Verdict:
     return Verdict(outcome, state, ", ".join(parts))
 
 
+def _ended_badly(record: JobRecord) -> bool:
+    return STATE_TABLE.get(base_state(record.state)) in (Outcome.FAILED, Outcome.INTERRUPTED)
+
+
 Run = Callable[[Sequence[str]], str]
 
 
 @dataclass
 class StatusQuery:
-    """One batched look at many jobs: squeue for what the controller still holds, then sacct only
-    for the ids that already left the queue. Never one call per job."""
+    """One batched look at many jobs: squeue for what the controller still holds, then one sacct
+    for the ids that left the queue or ended badly (squeue knows no exit code). Never one call
+    per job."""
 
     run: Run
     use_sacct: bool = True
@@ -98,10 +103,10 @@ class StatusQuery:
             if not slurm.is_no_such_job(e):
                 raise
             found = {}
-        missing = [i for i in ids if i not in found]
-        if missing and self.use_sacct:
+        wanted = [i for i in ids if i not in found or _ended_badly(found[i])]
+        if wanted and self.use_sacct:
             try:
-                found.update(slurm.parse_sacct(self.run(slurm.sacct_argv(missing))))
+                found.update(slurm.parse_sacct(self.run(slurm.sacct_argv(wanted))))
             except SlurmError as e:
                 # without accounting, sacct says so and exits 1: squeue is all there is
                 if "accounting storage is disabled" in (e.stderr + e.stdout):

@@ -1,0 +1,44 @@
+# The promised entry points. Everything else lives in cluster/ and tests/.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# torch first, pinned to the CPU wheel on this disk, so nothing pulls a multi-GB CUDA build here;
+# real users install the plugin without any torch pin
+TORCH_PIN ?= torch==2.13.0
+NODES ?= 2
+GPUS ?= 2
+CPUS ?= 4
+
+.PHONY: venv cluster-up cluster-down demo test test-unit test-cluster
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q "$(TORCH_PIN)"
+	# compat mode: a path entry that Snakemake's plugin discovery (pkgutil) can see
+	$(PY) -m pip install -q -e ".[train,test]" --config-settings editable_mode=compat
+	touch $@
+
+cluster-up:
+	NODES=$(NODES) GPUS=$(GPUS) CPUS=$(CPUS) bash cluster/up.sh
+
+cluster-down:
+	bash cluster/down.sh
+
+demo: venv cluster-up
+	cd workflows/train-eval && PATH="$(CURDIR)/$(VENV)/bin:$$PATH" \
+	  snakemake --profile ../../profiles/slurm-gpu --forceall
+	@echo; cat workflows/train-eval/results/report.md
+
+test-unit: venv
+	$(PY) -m pytest tests/unit -q
+
+test-cluster: venv cluster-up
+	$(PY) -m pytest tests/cluster -v -rA
+
+# one pytest run, so its closing line counts every test; the cluster tests fail (not skip) when
+# Slurm is down, and tests/cluster/conftest.py fails the run if none of them ran
+test: venv cluster-up
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m pytest tests -v -rfE --durations=15 || { bash cluster/diagnose.sh; exit 1; }

@@ -1,0 +1,85 @@
+"""Fixtures for tests that run `snakemake --executor slurm-gpu` against the real local cluster
+(`make cluster-up`). They fail, not skip, when Slurm is not there."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+VENV_BIN = Path(sys.executable).parent
+PROFILE = REPO / "profiles" / "slurm-gpu"
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PATH"] = f"{VENV_BIN}:{env.get('PATH', '/usr/bin:/bin')}"
+    return env
+
+
+def slurm(*argv: str) -> str:
+    return subprocess.run(list(argv), capture_output=True, text=True, check=True, timeout=60).stdout
+
+
+@pytest.fixture(scope="session")
+def cluster() -> None:
+    try:
+        ping = slurm("scontrol", "ping")
+        nodes = slurm("sinfo", "--noheader", "--Node", "--format=%N|%T").split()
+    except (OSError, subprocess.SubprocessError) as e:
+        pytest.fail(f"the local Slurm cluster is not reachable ({e}); start it with `make cluster-up`")
+    ready = {line.split("|")[0] for line in nodes if line.split("|")[1].rstrip("*") in ("idle", "mixed", "allocated", "completing")}
+    if "UP" not in ping or len(ready) < 2:
+        pytest.fail(f"the local Slurm cluster is not ready (ping: {ping.strip()!r}, nodes: {nodes}); "
+                    "start it with `make cluster-up`")
+
+
+@dataclass
+class Run:
+    returncode: int
+    output: str
+    workdir: Path
+    seconds: float
+
+    def jobs(self, rule: str, wildcards: str = "all") -> list[str]:
+        """Slurm job ids of a step, from the per-job log files Slurm wrote."""
+        log_dir = self.workdir / ".snakemake" / "slurm-gpu" / "logs" / rule / wildcards
+        return sorted((p.stem for p in log_dir.glob("*.log")), key=int) if log_dir.is_dir() else []
+
+
+def snakemake(workdir: Path, *args: str, timeout_s: float = 600) -> Run:
+    argv = [str(VENV_BIN / "snakemake"), "--profile", str(PROFILE), "--jobs", "8", *args]
+    start = time.monotonic()
+    proc = subprocess.run(argv, cwd=workdir, env=_env(), capture_output=True, text=True, timeout=timeout_s)
+    return Run(proc.returncode, proc.stdout + proc.stderr, workdir, time.monotonic() - start)
+
+
+def jobs_from(workdir: Path, since: str) -> list[dict[str, str]]:
+    """Every Slurm job whose working directory is `workdir`, submitted since `since` (sacct)."""
+    out = slurm("sacct", "--allusers", "-X", "--noheader", "--parsable2", f"--starttime={since}",
+                "--format=JobID,WorkDir,State,JobName")
+    rows = [dict(zip(("id", "workdir", "state", "name"), line.split("|"))) for line in out.splitlines()]
+    # squeue too: sacct learns of a job from slurmctld a moment after submission
+    live = slurm("squeue", "--noheader", "--states=all", "--format=%i|%Z|%T|%j").splitlines()
+    rows += [dict(zip(("id", "workdir", "state", "name"), line.split("|"))) for line in live]
+    return [r for r in rows if r.get("workdir") == str(workdir)]
+
+
+def copy_workflow(name: str, dest: Path) -> Path:
+    src = REPO / "workflows" / name
+    target = dest / name
+    shutil.copytree(src, target, ignore=shutil.ignore_patterns(".snakemake", "results", "data", "__pycache__"))
+    return target
+
+
+def write_workflow(dest: Path, snakefile: str) -> Path:
+    dest.mkdir(parents=True, exist_ok=True)
+    (dest / "Snakefile").write_text(snakefile)
+    return dest
