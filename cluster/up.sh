@@ -24,7 +24,8 @@ pkgs="slurmctld slurmd slurm-client munge"
 [ "$ACCOUNTING" = dbd ] && pkgs="$pkgs slurmdbd mariadb-server"
 missing=""
 for p in $pkgs; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
+  status=$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)
+  [ "$status" = "install ok installed" ] || missing="$missing $p"
 done
 if [ -n "$missing" ]; then
   log "installing:$missing"
@@ -91,14 +92,17 @@ hosts_set_block "$block"
 
 # ---- 4. network: a private bridge and one namespace per node; no route out, no NAT
 ip link show "$BRIDGE" >/dev/null 2>&1 || ip link add "$BRIDGE" type bridge
-ip addr show dev "$BRIDGE" | grep -q "inet $ctl_addr/24" || ip addr add "$ctl_addr/24" dev "$BRIDGE"
+# has_addr reads the whole listing first: `ip ... | grep -q` under pipefail fails at random when
+# grep exits early and ip dies of SIGPIPE
+has_addr() { local listing; listing=$("$@"); [[ "$listing" == *"inet $ADDR/24 "* ]]; }
+ADDR=$ctl_addr has_addr ip addr show dev "$BRIDGE" || ip addr add "$ctl_addr/24" dev "$BRIDGE"
 ip link set "$BRIDGE" up
 for i in $(seq 1 "$NODES"); do
   ns=$NS_PREFIX$i
   [ -e "/run/netns/$ns" ] || ip netns add "$ns"
   ip link show "$VETH_PREFIX$i" >/dev/null 2>&1 || ip link add "$VETH_PREFIX$i" type veth peer name eth0 netns "$ns"
   ip link set "$VETH_PREFIX$i" master "$BRIDGE" up
-  ip -n "$ns" addr show dev eth0 | grep -q "inet $SUBNET.$((10+i))/24" || ip -n "$ns" addr add "$SUBNET.$((10+i))/24" dev eth0
+  ADDR=$SUBNET.$((10+i)) has_addr ip -n "$ns" addr show dev eth0 || ip -n "$ns" addr add "$SUBNET.$((10+i))/24" dev eth0
   ip -n "$ns" link set eth0 up
   ip -n "$ns" link set lo up
 done
@@ -131,7 +135,8 @@ if [ "$ACCOUNTING" = dbd ]; then
     GRANT ALL ON slurm_acct_db.* TO 'slurm'@'localhost'; FLUSH PRIVILEGES;"
   if ! alive "$(pid_of_file /run/slurmdbd.pid)" slurmdbd; then log "starting slurmdbd"; slurmdbd; fi
   wait_for 60 slurmdbd sacctmgr -n list cluster
-  sacctmgr -n -P list cluster format=cluster | grep -qx local || sacctmgr -i add cluster local >/dev/null
+  clusters=$(sacctmgr -n -P list cluster format=cluster)
+  [[ $'\n'"$clusters"$'\n' == *$'\n'local$'\n'* ]] || sacctmgr -i add cluster local >/dev/null
 fi
 
 # ---- 7. slurmctld
