@@ -10,8 +10,11 @@ from dataclasses import dataclass
 from .paths import StepPaths
 from .spec import StepSpec
 
-_NEEDS_QUOTES = re.compile(r"\s")
-_UNRENDERABLE = re.compile(r'[\n\r\x00"]')
+# sbatch splits #SBATCH lines itself: whitespace separates words, an unquoted '#' starts a
+# comment and "'" opens a quote, so such values go in double quotes; inside those a backslash is
+# still an escape and a double quote would end the value, so those cannot be written at all
+_NEEDS_QUOTES = re.compile(r"[\s#']")
+_UNRENDERABLE = re.compile(r'[\n\r\x00"\\]')
 
 
 @dataclass(frozen=True)
@@ -29,8 +32,8 @@ def _directive(flag: str, value: object | None = None) -> str:
         return f"#SBATCH {flag}"
     text = str(value)
     if _UNRENDERABLE.search(text):
-        raise ValueError(f"cannot put {text!r} into an #SBATCH line for {flag}: it contains a newline, NUL "
-                         "or double quote")
+        raise ValueError(f"cannot put {text!r} into an #SBATCH line for {flag}: it contains a newline, NUL, "
+                         "double quote or backslash")
     if _NEEDS_QUOTES.search(text):
         text = f'"{text}"'
     return f"#SBATCH {flag}={text}"
@@ -39,9 +42,11 @@ def _directive(flag: str, value: object | None = None) -> str:
 def _extra_directive(word: str) -> str:
     if _UNRENDERABLE.search(word):
         raise ValueError(f"cannot put slurm_extra word {word!r} into an #SBATCH line")
-    if "=" in word and _NEEDS_QUOTES.search(word):
-        flag, value = word.split("=", 1)
-        return f'#SBATCH {flag}="{value}"'
+    if _NEEDS_QUOTES.search(word):
+        if word.startswith("-") and "=" in word:
+            flag, value = word.split("=", 1)
+            return f'#SBATCH {flag}="{value}"'
+        return f'#SBATCH "{word}"'
     return f"#SBATCH {word}"
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shlex
+import threading
 import time
 from collections import deque
 from datetime import datetime, timezone
@@ -38,6 +39,10 @@ class Executor(RemoteExecutor):
         self.watch = JobWatch(Limits(missing_s=self.settings.missing_job_timeout_s))
         self._cluster: ClusterInfo | None = None
         self._preflight_done = False
+        # every submitted job until its verdict is reported: Snakemake's own active_jobs list is
+        # empty while a status check runs, and a Ctrl-C then would cancel nothing
+        self._live: set[str] = set()
+        self._live_lock = threading.Lock()
         self.next_seconds_between_status_checks = self.settings.status_interval_min_s
 
     # ------------------------------------------------------------ Slurm
@@ -147,6 +152,8 @@ class Executor(RemoteExecutor):
             geometry += f", {spec.gpus_per_node} GPU(s) per node"
         self.logger.info(f"slurm-gpu: step {paths.key} is Slurm job {job_id} ({geometry}); "
                          f"script {script}, log {paths.log_file(job_id)}")
+        with self._live_lock:
+            self._live.add(job_id)
         self.report_job_submission(SubmittedJobInfo(job, external_jobid=job_id, aux={"paths": paths}))
 
     # ------------------------------------------------------------ status
@@ -173,6 +180,8 @@ class Executor(RemoteExecutor):
                 yield job_info
                 continue
             changed = True
+            with self._live_lock:
+                self._live.discard(job_info.external_jobid)
             if action.act is Act.SUCCEED:
                 self.report_job_success(job_info)
                 continue
@@ -209,4 +218,6 @@ class Executor(RemoteExecutor):
             self.logger.warning(f"slurm-gpu: could not cancel Slurm jobs {', '.join(job_ids)}: {e}")
 
     def cancel_jobs(self, active_jobs: List[SubmittedJobInfo]) -> None:
-        self._cancel([j.external_jobid for j in active_jobs if j.external_jobid])
+        with self._live_lock:
+            ids = self._live | {j.external_jobid for j in active_jobs if j.external_jobid}
+        self._cancel(sorted(ids, key=int))

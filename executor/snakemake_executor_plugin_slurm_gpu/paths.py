@@ -8,13 +8,14 @@ steps never share a directory and no value can climb out of it.
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
 
 STATE_DIR = Path(".snakemake") / "slurm-gpu"
-_UNSAFE = re.compile(r"[^A-Za-z0-9._+=-]")
+_UNSAFE = re.compile(r"[^A-Za-z0-9._+=,-]")
 _MAX_NAME = 80
 
 
@@ -22,11 +23,12 @@ def _digest(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:12]
 
 
-def safe_name(text: str) -> str:
-    """A single path component for text: readable where possible, unique always."""
+def safe_name(text: str, identity: str | None = None, force_hash: bool = False) -> str:
+    """A single path component for text: readable where possible, unique always. The hash is of
+    `identity` (default: text), an exact encoding of what the name stands for."""
     cleaned = _UNSAFE.sub("_", text)
-    if cleaned in ("", ".", "..") or cleaned != text or len(cleaned) > _MAX_NAME:
-        return f"{cleaned[:_MAX_NAME].strip('.') or 'x'}-{_digest(text)}"
+    if force_hash or cleaned in ("", ".", "..") or cleaned != text or len(cleaned) > _MAX_NAME:
+        return f"{cleaned[:_MAX_NAME].strip('.') or 'x'}-{_digest(identity if identity is not None else text)}"
     return cleaned
 
 
@@ -34,7 +36,11 @@ def wildcards_name(wildcards: Mapping[str, object]) -> str:
     """The step's directory name: 'k=v,k2=v2' made safe, or 'all' for a rule without wildcards."""
     if not wildcards:
         return "all"
-    return safe_name(",".join(f"{k}={v}" for k, v in wildcards.items()))
+    items = [(str(k), str(v)) for k, v in wildcards.items()]
+    readable = ",".join(f"{k}={v}" for k, v in items)
+    # with several wildcards, a ',' or '=' inside a value makes 'k=v,k2=v2' ambiguous
+    ambiguous = len(items) > 1 and any("," in v or "=" in v for _, v in items)
+    return safe_name(readable, identity=json.dumps(items), force_hash=ambiguous)
 
 
 @dataclass(frozen=True)

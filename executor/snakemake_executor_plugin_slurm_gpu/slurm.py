@@ -50,12 +50,19 @@ def run_subprocess(argv: Sequence[str], timeout_s: float) -> Completed:
     return Completed(proc.returncode, proc.stdout, proc.stderr)
 
 
+def _text(value: str | bytes | None) -> str:
+    if isinstance(value, bytes):
+        return value.decode(errors="replace")
+    return value or ""
+
+
 def run(argv: Sequence[str], timeout_s: float = 60.0, runner: Runner = run_subprocess) -> str:
     """Run a Slurm command, returning stdout or raising SlurmError."""
     try:
         done = runner(argv, timeout_s)
     except subprocess.TimeoutExpired as e:
-        raise SlurmError(argv, None, str(e.stdout or ""), str(e.stderr or ""), transient=True) from None
+        # TimeoutExpired carries bytes even when the call asked for text
+        raise SlurmError(argv, None, _text(e.stdout), _text(e.stderr), transient=True) from None
     except FileNotFoundError as e:
         raise SlurmError(argv, 127, "", f"{argv[0]} not found on PATH ({e})", transient=False) from None
     if done.returncode != 0:

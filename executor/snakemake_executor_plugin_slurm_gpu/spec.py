@@ -6,6 +6,7 @@ does I/O: capacity checks take a ClusterInfo value that the caller got from Slur
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
 from dataclasses import dataclass, field
@@ -30,7 +31,7 @@ MANAGED_FLAGS: dict[str, str] = {
     "--account": "slurm_account", "-A": "slurm_account",
     "--partition": "slurm_partition", "-p": "slurm_partition",
     "--time": "runtime", "-t": "runtime",
-    "--mem": "mem_mb", "--mem-per-cpu": "mem_mb_per_cpu",
+    "--mem": "mem_mb", "--mem-per-cpu": "mem_mb_per_cpu", "--mem-per-gpu": "mem_mb_per_cpu",
     "--nodes": "nodes", "-N": "nodes",
     "--ntasks": "gpus/nodes", "-n": "gpus/nodes", "--ntasks-per-node": "gpus/nodes",
     "--ntasks-per-gpu": "gpus/nodes",
@@ -41,8 +42,9 @@ MANAGED_FLAGS: dict[str, str] = {
     "--signal": "", "--requeue": "", "--no-requeue": "",
 }
 
-# Characters that would end an #SBATCH line or a quoted value in it.
-_FORBIDDEN_IN_DIRECTIVE = re.compile(r'[\n\r\x00"]')
+# Characters that would end an #SBATCH line or a quoted value in it (sbatch treats a backslash as
+# an escape even inside quotes).
+_FORBIDDEN_IN_DIRECTIVE = re.compile(r'[\n\r\x00"\\]')
 
 
 @dataclass(frozen=True)
@@ -106,7 +108,7 @@ def _as_text(rule: str, name: str, value: Any) -> str | None:
         return None
     text = str(value)
     if _FORBIDDEN_IN_DIRECTIVE.search(text):
-        raise ResourceError(rule, name, f"is {text!r}, which contains a newline, NUL or double quote",
+        raise ResourceError(rule, name, f"is {text!r}, which contains a newline, NUL, double quote or backslash",
                             f"set '{name}' to a plain Slurm value without those characters")
     return text
 
@@ -123,35 +125,50 @@ def _gpu_total(rule: str, resources: Mapping[str, Any]) -> int:
     return total_gpus if total_gpus is not None else (total_gpu or 0)
 
 
+def _managed_owner(flag: str) -> str | None:
+    """The resource that owns `flag`, "" for flags slurm-gpu sets itself, None if unmanaged.
+    sbatch parses with getopt_long, which takes any unambiguous prefix of a long option
+    (--part=debug is --partition), so prefixes of managed flags are managed too."""
+    if flag in MANAGED_FLAGS:
+        return MANAGED_FLAGS[flag]
+    if re.fullmatch(r"-[A-Za-z].+", flag) and flag[:2] in MANAGED_FLAGS:  # -pdebug, -N2
+        return MANAGED_FLAGS[flag[:2]]
+    if flag.startswith("--") and len(flag) > 2:
+        for managed, owner in MANAGED_FLAGS.items():
+            if managed.startswith(flag):
+                return owner
+    return None
+
+
 def parse_slurm_extra(rule: str, value: Any) -> tuple[str, ...]:
     """Split slurm_extra into argv words (shell-like quoting, no expansion) and refuse managed flags."""
-    text = _as_text(rule, "slurm_extra", value)
-    if text is None:
+    if value is None or value == "":
         return ()
+    text = str(value)
     try:
         words = tuple(shlex.split(text, comments=False, posix=True))
     except ValueError as e:
         raise ResourceError(rule, "slurm_extra", f"is {text!r}, which cannot be split into words ({e})",
                             "close the quotes in slurm_extra") from None
     for word in words:
+        if _FORBIDDEN_IN_DIRECTIVE.search(word):
+            raise ResourceError(rule, "slurm_extra", f"contains the word {word!r} with a newline, NUL, "
+                                "double quote or backslash", "remove those characters")
         flag = word.split("=", 1)[0]
         if not flag.startswith("-"):
             continue
-        # a short flag may carry its value glued on: -p debug / -pdebug
-        short = flag[:2] if re.fullmatch(r"-[A-Za-z].+", flag) else flag
-        for candidate in (flag, short):
-            if candidate in MANAGED_FLAGS:
-                owner = MANAGED_FLAGS[candidate]
-                fix = (f"use the resource '{owner}' instead" if owner
-                       else "remove it: slurm-gpu sets this flag itself")
-                raise ResourceError(rule, "slurm_extra", f"contains {candidate}, which slurm-gpu manages", fix)
+        owner = _managed_owner(flag)
+        if owner is not None:
+            shown = flag[:2] if not flag.startswith("--") else flag  # -N2 is -N
+            fix = f"use the resource '{owner}' instead" if owner else "remove it: slurm-gpu sets this flag itself"
+            raise ResourceError(rule, "slurm_extra", f"contains {shown}, which slurm-gpu manages", fix)
     return words
 
 
 def build_spec(rule: str, resources: Mapping[str, Any], threads: int = 1) -> StepSpec:
     """Turn a rule's resources into a StepSpec, raising ResourceError on anything unsubmittable."""
-    nodes = _as_count(rule, "nodes", resources.get("nodes", 1) or 1, 1,
-                      "set nodes to a whole number >= 1")
+    nodes = resources.get("nodes")
+    nodes = 1 if nodes is None else _as_count(rule, "nodes", nodes, 1, "set nodes to a whole number >= 1")
     gpus = _gpu_total(rule, resources)
     if gpus % nodes:
         lower, upper = (gpus // nodes) * nodes, (gpus // nodes + 1) * nodes
@@ -216,12 +233,13 @@ def check_launch(spec: StepSpec, shell_command: str | None) -> None:
     if not shell_command:
         raise ResourceError(spec.rule, "gpus/nodes",
                             f"ask for {spec.nodes} node(s) x {spec.gpus_per_node} GPU(s), but the rule has no "
-                            "shell command to launch ranks with", fix)
+                            "shell command to launch ranks with srun, so one process would hang at "
+                            "'Initializing distributed'", fix)
     for segment in _COMMAND_SPLIT.split(shell_command):
         words = segment.strip().split()
-        while words and (_ASSIGNMENT.fullmatch(words[0]) or words[0] in ("export", "exec", "time")):
+        while words and (_ASSIGNMENT.fullmatch(words[0]) or words[0] in ("export", "exec", "time", "env")):
             words = words[1:]
-        if words and words[0] == "srun":
+        if words and os.path.basename(words[0]) == "srun":
             return
     first = shell_command.strip().splitlines()[0] if shell_command.strip() else ""
     raise ResourceError(spec.rule, "gpus/nodes",
@@ -242,9 +260,11 @@ def check_capacity(spec: StepSpec, cluster: ClusterInfo) -> None:
                             f"use one of: {known}")
     available = cluster.gpus_per_node[partition]
     if spec.gpus_per_node > available:
-        needed_nodes = -(-spec.gpus // available) if available else None
-        fix = (f"use at most {available} GPUs per node there, e.g. nodes={needed_nodes} for gpus={spec.gpus}"
-               if available else "choose a partition with GPU nodes")
+        fix = "choose a partition with GPU nodes"
+        if available:
+            # the fewest nodes that split the GPUs evenly and fit
+            nodes = next(n for n in range(1, spec.gpus + 1) if spec.gpus % n == 0 and spec.gpus // n <= available)
+            fix = f"use at most {available} GPUs per node there, e.g. nodes={nodes} for gpus={spec.gpus}"
         raise ResourceError(spec.rule, "gpus",
                             f"puts {spec.gpus_per_node} GPUs on each of {spec.nodes} node(s), but the nodes of "
                             f"partition '{partition}' have at most {available}", fix)

@@ -79,7 +79,10 @@ def test_ctrl_c_cancels_the_runs_slurm_jobs(cluster, tmp_path):
     try:
         job = _running_job(workdir)
         os.kill(proc.pid, signal.SIGINT)
-        proc.communicate(timeout=120)
+        output, _ = proc.communicate(timeout=120)
     finally:
         proc.kill()
-    _wait_for(lambda: _state(job).startswith("CANCELLED"), timeout_s=60, what=f"job {job} to be cancelled")
+    try:
+        _wait_for(lambda: _state(job).startswith("CANCELLED"), timeout_s=30, what=f"job {job} to be cancelled")
+    except AssertionError as e:
+        raise AssertionError(f"{e}; Snakemake printed:\n{output}") from None

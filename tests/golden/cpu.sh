@@ -1,0 +1,26 @@
+#!/bin/bash
+# slurm-gpu: step prepare/sample=a (rule prepare); submitted as: sbatch --parsable <this file>
+#SBATCH --job-name=sg-prepare
+#SBATCH --output=/work/wf/.snakemake/slurm-gpu/logs/prepare/sample=a/%j.log
+#SBATCH --open-mode=append
+#SBATCH --chdir=/work/wf
+#SBATCH --export=ALL
+#SBATCH --nodes=1
+#SBATCH --ntasks-per-node=1
+#SBATCH --cpus-per-task=4
+#SBATCH --mem=4000
+#SBATCH --time=30
+#SBATCH --comment="slurm-gpu step=prepare/sample=a"
+
+export PYTHONFAULTHANDLER=1
+export SLURM_GPU_STEP=prepare/sample=a
+export SLURM_GPU_NODES=1
+export SLURM_GPU_GPUS_PER_NODE=0
+export SLURM_GPU_TASKS_PER_NODE=1
+export SLURM_GPU_CHECKPOINT_DIR=/work/wf/.snakemake/slurm-gpu/checkpoints/prepare/sample=a
+mkdir -p "$SLURM_GPU_CHECKPOINT_DIR"
+
+echo "[slurm-gpu] job $SLURM_JOB_ID on $SLURM_JOB_NODELIST, restart ${SLURM_RESTART_COUNT:-0}, $(date -Is)"
+# the inner Snakemake runs in the batch step itself, with the SLURM_* environment intact, so
+# the rule's own srun gets the whole allocation
+python -m snakemake --snakefile /work/wf/Snakefile --target-jobs 'STEP' --cores all --mode remote --executor local

@@ -1,0 +1,337 @@
+"""The batch script of every step shape, pinned by golden files in tests/golden/.
+
+After an intended change, rewrite them with `UPDATE_GOLDEN=1 pytest tests/unit/test_batch_script.py`
+and review the diff like code: it is what sbatch will read.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import NamedTuple
+
+import pytest
+
+from snakemake_executor_plugin_slurm_gpu.batch_script import (
+    JobOptions,
+    _directive,
+    _extra_directive,
+    render_batch_script,
+    render_directives,
+)
+from snakemake_executor_plugin_slurm_gpu.paths import StepPaths
+from snakemake_executor_plugin_slurm_gpu.spec import StepSpec, build_spec
+
+GOLDEN = Path(__file__).resolve().parents[1] / "golden"
+ROOT = Path("/work/wf")  # absolute, so the scripts are the same on every machine
+COMMAND = ("python -m snakemake --snakefile /work/wf/Snakefile --target-jobs 'STEP' --cores all "
+           "--mode remote --executor local")
+
+
+class Case(NamedTuple):
+    spec: StepSpec
+    paths: StepPaths
+    options: JobOptions = JobOptions()
+
+
+CASES: dict[str, Case] = {
+    "cpu": Case(
+        build_spec("prepare", {"mem_mb": 4000, "runtime": 30}, threads=4),
+        StepPaths.of(ROOT, "prepare", {"sample": "a"}),
+    ),
+    "gpu_1x1": Case(
+        build_spec("finetune", {"gpus": 1, "runtime": 60, "slurm_partition": "gpu"}),
+        StepPaths.of(ROOT, "finetune", {}, checkpoint_root=Path("/scratch/ckpt")),
+    ),
+    "gpu_2x2": Case(
+        build_spec("train", {"gpus": 4, "nodes": 2, "gpu_model": "a100", "cpus_per_task": 8, "mem_mb": 64000,
+                             "runtime": 240, "slurm_partition": "gpu", "slurm_account": "proj",
+                             "constraint": "ib", "qos": "high"}),
+        StepPaths.of(ROOT, "train", {"model": "resnet"}),
+    ),
+    "slurm_extra": Case(
+        build_spec("train", {"gpus": 2, "slurm_extra": "--exclusive --reservation='maint window' -x n3",
+                             "mem_mb_per_cpu": 2000}),
+        StepPaths.of(ROOT, "train", {"model": "vit"}),
+    ),
+    "socket_ifname": Case(
+        build_spec("train", {"gpus": 4, "nodes": 2}),
+        StepPaths.of(ROOT, "train", {"model": "resnet"}),
+        JobOptions(socket_ifname="ib0"),
+    ),
+    "hostile_wildcards": Case(
+        build_spec("train", {"gpus": 2, "nodes": 2}),
+        StepPaths.of(ROOT, "train", {"sample": "../../etc", "cmd": "$(touch x)", "path": "a/b"},
+                     checkpoint_root=Path("ckpt")),
+    ),
+}
+GPU_CASES = [name for name, case in CASES.items() if case.spec.uses_gpus]
+
+
+def render(name: str) -> str:
+    case = CASES[name]
+    return render_batch_script(case.spec, case.paths, COMMAND, case.options)
+
+
+# ---------------------------------------------------------------- what sbatch reads
+
+def _sbatch_words(line: str) -> list[str]:
+    """The words sbatch takes from the text after '#SBATCH', as Slurm's _get_argument
+    (src/sbatch/opt.c) splits them: backslash escapes anywhere, ' and " group, an unquoted # ends
+    the line, and a word with no characters at all ends it too (the C function returns NULL)."""
+    words: list[str] = []
+    i, n = 0, len(line)
+    while True:
+        while i < n and line[i].isspace():
+            i += 1
+        word: list[str] = []
+        quote, escaped, comment = "", False, False
+        while i < n and (quote or not line[i].isspace()):
+            c = line[i]
+            if escaped:
+                escaped = False
+            elif c == "\\":
+                escaped, i = True, i + 1
+                continue
+            elif quote:
+                if c == quote:
+                    quote, i = "", i + 1
+                    continue
+            elif c in "'\"":
+                quote, i = c, i + 1
+                continue
+            elif c == "#":
+                comment = True
+                break
+            word.append(c)
+            i += 1
+        if quote:
+            raise ValueError(f"sbatch: unmatched {quote} in {line!r}")
+        if not word:
+            return words
+        words.append("".join(word))
+        if comment:
+            return words
+
+
+def sbatch_options(script: str) -> list[str]:
+    """The argv sbatch builds from a script's #SBATCH lines: it stops at the first command line."""
+    argv: list[str] = []
+    for line in script.splitlines():
+        if line.startswith("#SBATCH"):
+            argv += _sbatch_words(line[len("#SBATCH"):])
+        elif line.strip() and not line.strip().startswith("#"):
+            break
+    return argv
+
+
+def test_sbatch_words_model() -> None:
+    # the model of sbatch's parser used below, on the cases its C source spells out
+    assert _sbatch_words(' --comment="a b" --x=1') == ["--comment=a b", "--x=1"]
+    assert _sbatch_words(" --x=a#b") == ["--x=a"]
+    assert _sbatch_words(" --x='a#b'") == ["--x=a#b"]
+    assert _sbatch_words(r' --x="a\"b"') == ['--x=a"b']
+    assert _sbatch_words(r" --x=a\ b") == ["--x=a", "b"]  # an escaped blank still ends the word
+    assert _sbatch_words(" # --not-an-option") == []
+
+
+# ---------------------------------------------------------------- golden files
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_golden(name: str) -> None:
+    text = render(name)
+    golden = GOLDEN / f"{name}.sh"
+    if os.environ.get("UPDATE_GOLDEN") == "1":
+        golden.parent.mkdir(parents=True, exist_ok=True)
+        golden.write_text(text)
+        return
+    if not golden.exists():
+        pytest.fail(f"{golden} does not exist; create it with UPDATE_GOLDEN=1 and review it")
+    expected = golden.read_text()
+    if text != expected:
+        diff = "".join(difflib.unified_diff(
+            expected.splitlines(keepends=True), text.splitlines(keepends=True),
+            fromfile=f"golden/{name}.sh", tofile="rendered"))
+        pytest.fail(f"batch script {name} differs from its golden file "
+                    f"(UPDATE_GOLDEN=1 rewrites it after review):\n{diff}", pytrace=False)
+
+
+def test_every_golden_file_has_a_case() -> None:
+    # a stale golden file would pin nothing
+    assert sorted(p.stem for p in GOLDEN.glob("*.sh")) == sorted(CASES)
+
+
+# ---------------------------------------------------------------- shape of every script
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_script_shape(name: str) -> None:
+    text = render(name)
+    lines = text.splitlines()
+    assert lines[0] == "#!/bin/bash"
+    assert text.endswith(COMMAND + "\n")
+    # sbatch stops reading #SBATCH lines at the first command: all of them must come before it
+    first_command = next(i for i, line in enumerate(lines) if line.strip() and not line.startswith("#"))
+    assert all(i < first_command for i, line in enumerate(lines) if line.startswith("#SBATCH"))
+    assert sum(line.startswith("#SBATCH --ntasks-per-node=") for line in lines) == 1
+    assert not any(line.startswith(("#SBATCH --ntasks=", "#SBATCH -n", "#SBATCH --gpus-per-task",
+                                    "#SBATCH --gpus=", "#SBATCH --gres")) for line in lines)
+    assert "--gpus-per-task" not in text
+    assert "--ntasks=" not in text
+
+
+@pytest.mark.parametrize("name", GPU_CASES)
+def test_gpu_scripts_ask_per_node(name: str) -> None:
+    case = CASES[name]
+    lines = render(name).splitlines()
+    gpu_lines = [line for line in lines if line.startswith("#SBATCH --gpus-per-node=")]
+    assert len(gpu_lines) == 1
+    model = f"{case.spec.gpu_model}:" if case.spec.gpu_model else ""
+    assert gpu_lines[0] == f"#SBATCH --gpus-per-node={model}{case.spec.gpus_per_node}"
+    assert "export MASTER_ADDR" in lines
+    assert any(line.startswith("export MASTER_PORT=") for line in lines)
+
+
+def test_cpu_script_has_no_gpu_or_rendezvous_lines() -> None:
+    text = render("cpu")
+    assert "--gpus-per-node" not in text
+    assert "MASTER_ADDR" not in text
+    assert "MASTER_PORT" not in text
+    assert "#SBATCH --cpus-per-task=4" in text.splitlines()
+
+
+def test_2x2_options_as_sbatch_reads_them() -> None:
+    options = sbatch_options(render("gpu_2x2"))
+    for expected in ["--nodes=2", "--ntasks-per-node=2", "--gpus-per-node=a100:2", "--cpus-per-task=8",
+                     "--mem=64000", "--time=240", "--partition=gpu", "--account=proj", "--constraint=ib",
+                     "--qos=high", "--open-mode=append", "--export=ALL", "--chdir=/work/wf",
+                     "--job-name=sg-train", "--comment=slurm-gpu step=train/model=resnet",
+                     "--output=/work/wf/.snakemake/slurm-gpu/logs/train/model=resnet/%j.log"]:
+        assert expected in options
+
+
+def test_mem_per_cpu_replaces_mem() -> None:
+    options = sbatch_options(render("slurm_extra"))
+    assert "--mem-per-cpu=2000" in options
+    assert not any(o.startswith("--mem=") for o in options)
+
+
+def test_slurm_extra_words_reach_sbatch_in_order() -> None:
+    options = sbatch_options(render("slurm_extra"))
+    assert options[-4:] == ["--exclusive", "--reservation=maint window", "-x", "n3"]
+
+
+def test_slurm_extra_value_word_with_spaces_reaches_sbatch_whole() -> None:
+    spec = build_spec("train", {"slurm_extra": "--reservation 'maint window'"})
+    options = sbatch_options("\n".join(render_directives(spec, StepPaths.of(ROOT, "train", {}), JobOptions())))
+    assert options[-2:] == ["--reservation", "maint window"]
+
+
+def test_socket_ifname_exported_for_nccl_and_gloo() -> None:
+    assert "export NCCL_SOCKET_IFNAME=ib0 GLOO_SOCKET_IFNAME=ib0" in render("socket_ifname").splitlines()
+    assert "SOCKET_IFNAME" not in render("gpu_2x2")
+
+
+def test_socket_ifname_is_shell_quoted() -> None:
+    case = CASES["gpu_2x2"]
+    text = render_batch_script(case.spec, case.paths, COMMAND, JobOptions(socket_ifname="ib0;touch x"))
+    assert "export NCCL_SOCKET_IFNAME='ib0;touch x' GLOO_SOCKET_IFNAME='ib0;touch x'" in text.splitlines()
+
+
+def test_hostile_wildcards_stay_inert() -> None:
+    text = render("hostile_wildcards")
+    assert "$(touch x)" not in text
+    assert "../" not in text
+    options = sbatch_options(text)
+    output = next(o for o in options if o.startswith("--output="))
+    assert output.startswith("--output=/work/wf/.snakemake/slurm-gpu/logs/train/")
+    assert output.count("/") == "/work/wf/.snakemake/slurm-gpu/logs/train/x/%j.log".count("/")
+
+
+def test_geometry_exports_match_the_spec() -> None:
+    lines = render("gpu_2x2").splitlines()
+    assert "export SLURM_GPU_NODES=2" in lines
+    assert "export SLURM_GPU_GPUS_PER_NODE=2" in lines
+    assert "export SLURM_GPU_TASKS_PER_NODE=2" in lines
+    assert "export SLURM_GPU_STEP=train/model=resnet" in lines
+    assert ("export SLURM_GPU_CHECKPOINT_DIR=/work/wf/.snakemake/slurm-gpu/checkpoints/train/model=resnet"
+            in lines)
+
+
+@pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash to check syntax")
+@pytest.mark.parametrize("name", list(CASES))
+def test_script_is_valid_bash(name: str, tmp_path: Path) -> None:
+    script = tmp_path / f"{name}.sh"
+    script.write_text(render(name))
+    result = subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True, timeout=10)
+    assert result.returncode == 0, result.stderr
+
+
+# ---------------------------------------------------------------- one #SBATCH line
+
+@pytest.mark.parametrize(
+    ("flag", "value", "line"),
+    [
+        ("--requeue", None, "#SBATCH --requeue"),
+        ("--partition", "gpu", "#SBATCH --partition=gpu"),
+        ("--nodes", 2, "#SBATCH --nodes=2"),
+        ("--comment", "slurm-gpu step=a/b", '#SBATCH --comment="slurm-gpu step=a/b"'),
+        ("--chdir", Path("/work/my wf"), '#SBATCH --chdir="/work/my wf"'),
+        ("--comment", "tab\there", '#SBATCH --comment="tab\there"'),
+    ],
+)
+def test_directive(flag: str, value: object, line: str) -> None:
+    assert _directive(flag, value) == line
+
+
+@pytest.mark.parametrize("value", ["a\nb", 'a"b', "a\rb", "a\x00b", "end\n"])
+def test_directive_refuses_unrenderable_values(value: str) -> None:
+    with pytest.raises(ValueError, match="--partition"):
+        _directive("--partition", value)
+
+
+@pytest.mark.parametrize("word", ["--x=a\nb", '--x="a"'])
+def test_extra_directive_refuses_unrenderable_words(word: str) -> None:
+    with pytest.raises(ValueError):
+        _extra_directive(word)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "gpu",
+        "/work/my wf/logs/%j.log",
+        "a  b\tc",
+        "a=b,c=d",
+        pytest.param("/work/run#2/logs/%j.log"),
+        pytest.param("o'brien"),
+    ],
+)
+def test_directive_value_reaches_sbatch_unchanged(value: str) -> None:
+    line = _directive("--output", value)
+    assert _sbatch_words(line[len("#SBATCH"):]) == [f"--output={value}"]
+
+
+@pytest.mark.parametrize("value", ["C:\\work", 'say "hi"', "a\nb"])
+def test_directive_refuses_values_sbatch_cannot_read_back(value: str) -> None:
+    with pytest.raises(ValueError):
+        _directive("--output", value)
+
+
+def test_percent_in_root_is_doubled_in_output_only() -> None:
+    spec = build_spec("train", {})
+    paths = StepPaths.of(Path("/work/50%wf"), "train", {})
+    lines = render_directives(spec, paths, JobOptions())
+    # Slurm expands %-patterns in --output: %% is a literal %, our own %j stays a pattern
+    assert "#SBATCH --output=/work/50%%wf/.snakemake/slurm-gpu/logs/train/all/%j.log" in lines
+    assert "#SBATCH --chdir=/work/50%wf" in lines
+
+
+def test_percent_in_wildcards_never_reaches_output() -> None:
+    paths = StepPaths.of(ROOT, "train", {"sample": "%j%u"})
+    output = next(line for line in render_directives(build_spec("train", {}), paths, JobOptions())
+                  if line.startswith("#SBATCH --output="))
+    assert re.fullmatch(r"#SBATCH --output=[^%]*/%j\.log", output)

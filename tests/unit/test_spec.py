@@ -1,0 +1,419 @@
+"""Rule resources -> StepSpec, and the pre-flight checks that refuse a step before anything is
+submitted. Every refusal must name the rule, the resource and a fix (HINT)."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pytest
+
+from snakemake_executor_plugin_slurm_gpu.spec import (
+    ClusterInfo,
+    ResourceError,
+    StepSpec,
+    build_spec,
+    check_capacity,
+    check_launch,
+    parse_slurm_extra,
+)
+
+RULE = "train_model"
+
+
+def refused(excinfo: pytest.ExceptionInfo[ResourceError], resource: str) -> str:
+    """The message of a ResourceError, after checking that it names rule, resource and a HINT."""
+    error = excinfo.value
+    message = str(error)
+    assert error.rule == RULE
+    assert error.resource == resource
+    assert f"'{RULE}'" in message
+    assert f"'{resource}'" in message
+    assert "HINT:" in message
+    assert message.split("HINT:", 1)[1].strip(), "the HINT must say what to do"
+    return message
+
+
+# ---------------------------------------------------------------- build_spec: what a rule asks for
+
+@pytest.mark.parametrize(
+    ("resources", "threads", "expected"),
+    [
+        pytest.param({}, 1,
+                     dict(nodes=1, gpus_per_node=0, tasks_per_node=1, cpus_per_task=1, gpus=0,
+                          distributed=False, uses_gpus=False),
+                     id="cpu-rule-defaults"),
+        pytest.param({}, 8, dict(nodes=1, tasks_per_node=1, cpus_per_task=8, distributed=False),
+                     id="cpu-rule-threads-become-cpus_per_task"),
+        pytest.param({}, 0, dict(cpus_per_task=1), id="threads-0-still-one-cpu"),
+        pytest.param({"nodes": 2}, 4,
+                     dict(nodes=2, gpus_per_node=0, tasks_per_node=1, cpus_per_task=4, distributed=True,
+                          uses_gpus=False),
+                     id="cpu-multinode-is-distributed"),
+        pytest.param({"gpus": 1}, 1,
+                     dict(nodes=1, gpus_per_node=1, tasks_per_node=1, gpus=1, distributed=False, uses_gpus=True),
+                     id="one-gpu"),
+        # one rank per GPU: a GPU rule's threads do not multiply into every rank
+        pytest.param({"gpus": 1}, 8, dict(cpus_per_task=1), id="gpu-rule-ignores-threads"),
+        pytest.param({"gpus": 4}, 1,
+                     dict(nodes=1, gpus_per_node=4, tasks_per_node=4, gpus=4, distributed=True),
+                     id="four-gpus-one-node"),
+        pytest.param({"gpus": 4, "nodes": 2}, 1,
+                     dict(nodes=2, gpus_per_node=2, tasks_per_node=2, gpus=4, distributed=True, uses_gpus=True),
+                     id="gpus-is-the-total-split-over-nodes"),
+        pytest.param({"gpus": 4, "nodes": 2, "cpus_per_task": 6}, 1, dict(cpus_per_task=6),
+                     id="explicit-cpus_per_task"),
+        pytest.param({"gpu": 2}, 1, dict(gpus_per_node=2, tasks_per_node=2), id="gpu-is-a-synonym"),
+        pytest.param({"gpus": 2, "gpu": 2}, 1, dict(gpus_per_node=2), id="gpu-and-gpus-equal"),
+        pytest.param({"gpus": 0, "gpu": 0}, 1, dict(gpus_per_node=0, uses_gpus=False), id="zero-gpus"),
+        pytest.param({"gpus": "4", "nodes": "2"}, 1, dict(nodes=2, gpus_per_node=2), id="digit-strings"),
+        pytest.param({"gpus": 4.0, "nodes": 2.0}, 1, dict(nodes=2, gpus_per_node=2), id="integral-floats"),
+        pytest.param({"nodes": None, "gpus": None, "cpus_per_task": None}, 3,
+                     dict(nodes=1, gpus_per_node=0, cpus_per_task=3), id="none-means-default"),
+        pytest.param({"runtime": "120"}, 1, dict(time_min=120), id="runtime-digit-string"),
+        pytest.param({"runtime": " 30 "}, 1, dict(time_min=30), id="runtime-padded-digits"),
+        pytest.param({"runtime": 45}, 1, dict(time_min=45), id="runtime-int"),
+        pytest.param({"mem_mb": 16000}, 1, dict(mem_mb=16000, mem_mb_per_cpu=None), id="mem_mb"),
+        pytest.param({"mem_mb": 16000, "mem_mb_per_cpu": 2000}, 1, dict(mem_mb=None, mem_mb_per_cpu=2000),
+                     id="mem_mb_per_cpu-wins-over-mem_mb"),
+        pytest.param({"slurm_partition": "gpu", "slurm_account": "proj", "constraint": "a100&ib",
+                      "qos": "high"}, 1,
+                     dict(partition="gpu", account="proj", constraint="a100&ib", qos="high"),
+                     id="text-resources-carried-over"),
+        pytest.param({"slurm_partition": "", "slurm_account": None}, 1, dict(partition=None, account=None),
+                     id="empty-text-means-unset"),
+        pytest.param({"gpus": 2, "gpu_model": "a100"}, 1, dict(gpu_model="a100"), id="gpu_model"),
+        pytest.param({"gpus": 2, "gpu_model": "1g.10gb"}, 1, dict(gpu_model="1g.10gb"), id="gpu_model-mig"),
+        pytest.param({"slurm_extra": "--exclusive --reservation=maint"}, 1,
+                     dict(extra=("--exclusive", "--reservation=maint")), id="slurm_extra-words"),
+    ],
+)
+def test_build_spec(resources: dict[str, Any], threads: int, expected: dict[str, Any]) -> None:
+    spec = build_spec(RULE, resources, threads=threads)
+    assert spec.rule == RULE
+    assert {name: getattr(spec, name) for name in expected} == expected
+
+
+def test_spec_is_frozen() -> None:
+    spec = build_spec(RULE, {"gpus": 2})
+    with pytest.raises(AttributeError):
+        spec.nodes = 3  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("resources", "resource", "fragment"),
+    [
+        # not a whole number
+        pytest.param({"nodes": "two"}, "nodes", "'two', not a whole number", id="nodes-word"),
+        pytest.param({"nodes": 1.5}, "nodes", "1.5, not a whole number", id="nodes-fraction"),
+        pytest.param({"nodes": True}, "nodes", "True, not a whole number", id="nodes-bool"),
+        pytest.param({"gpus": "two"}, "gpus", "not a whole number", id="gpus-word"),
+        pytest.param({"gpus": 1.5}, "gpus", "not a whole number", id="gpus-fraction"),
+        pytest.param({"gpus": True}, "gpus", "not a whole number", id="gpus-bool"),
+        pytest.param({"gpu": "two"}, "gpu", "not a whole number", id="gpu-word"),
+        pytest.param({"gpu": True}, "gpu", "not a whole number", id="gpu-bool"),
+        pytest.param({"cpus_per_task": 2.5}, "cpus_per_task", "not a whole number", id="cpus_per_task-fraction"),
+        pytest.param({"mem_mb": "16G"}, "mem_mb", "not a whole number", id="mem_mb-with-unit"),
+        pytest.param({"mem_mb_per_cpu": "2G"}, "mem_mb_per_cpu", "not a whole number", id="mem_mb_per_cpu-unit"),
+        pytest.param({"runtime": "2h"}, "runtime", "not a whole number", id="runtime-with-unit"),
+        pytest.param({"runtime": "-5"}, "runtime", "not a whole number", id="runtime-signed-string"),
+        # not positive
+        pytest.param({"nodes": -1}, "nodes", "must be at least 1", id="nodes-negative"),
+        pytest.param(
+            {"nodes": 0}, "nodes", "must be at least 1", id="nodes-zero"),
+        pytest.param({"gpus": -2}, "gpus", "must be at least 0", id="gpus-negative"),
+        pytest.param({"cpus_per_task": 0}, "cpus_per_task", "must be at least 1", id="cpus_per_task-zero"),
+        pytest.param({"mem_mb": 0}, "mem_mb", "must be at least 1", id="mem_mb-zero"),
+        pytest.param({"mem_mb_per_cpu": 0, "mem_mb": 1000}, "mem_mb_per_cpu", "must be at least 1",
+                     id="mem_mb_per_cpu-zero"),
+        pytest.param({"runtime": 0}, "runtime", "must be at least 1", id="runtime-zero"),
+        # geometry
+        pytest.param({"gpus": 3, "nodes": 2}, "gpus", "use gpus=2 or 4", id="gpus-not-divisible"),
+        pytest.param({"gpus": 1, "nodes": 2}, "gpus", "use gpus=2 (", id="fewer-gpus-than-nodes"),
+        pytest.param({"gpus": 2, "gpu": 3}, "gpus", "is 2 but 'gpu' is 3", id="gpu-and-gpus-differ"),
+        # gpu_model
+        pytest.param({"gpu_model": "a100"}, "gpu_model", "asks for no GPUs", id="gpu_model-without-gpus"),
+        pytest.param({"gpus": 0, "gpu_model": "a100"}, "gpu_model", "asks for no GPUs", id="gpu_model-zero-gpus"),
+        pytest.param({"gpus": 2, "gpu_model": "a100:2"}, "gpu_model", "'a100:2'", id="gpu_model-colon"),
+        pytest.param({"gpus": 2, "gpu_model": "a 100"}, "gpu_model", "'a 100'", id="gpu_model-space"),
+        pytest.param({"gpus": 2, "gpu_model": "a100;rm"}, "gpu_model", "'a100;rm'", id="gpu_model-semicolon"),
+        pytest.param({"gpus": 2, "gpu_model": 'a"100'}, "gpu_model", "double quote", id="gpu_model-quote"),
+        # text that cannot go into an #SBATCH line
+        pytest.param({"slurm_partition": "gpu\n#SBATCH --qos=high"}, "slurm_partition", "newline",
+                     id="partition-newline"),
+        pytest.param({"slurm_partition": 'gpu"'}, "slurm_partition", "double quote", id="partition-quote"),
+        pytest.param({"slurm_account": "a\rb"}, "slurm_account", "newline", id="account-carriage-return"),
+        pytest.param({"constraint": "a\x00b"}, "constraint", "NUL", id="constraint-nul"),
+        pytest.param({"qos": "high\n"}, "qos", "newline", id="qos-newline"),
+        pytest.param({"slurm_extra": '--reservation="a\nb"'}, "slurm_extra", "newline", id="extra-newline"),
+    ],
+)
+def test_build_spec_refuses(resources: dict[str, Any], resource: str, fragment: str) -> None:
+    with pytest.raises(ResourceError) as excinfo:
+        build_spec(RULE, resources)
+    assert fragment in refused(excinfo, resource)
+
+
+def test_resource_error_is_a_value_error() -> None:
+    with pytest.raises(ValueError):
+        build_spec(RULE, {"nodes": "two"})
+
+
+def test_mem_mb_is_dropped_not_checked_when_mem_mb_per_cpu_is_set() -> None:
+    # mem_mb is not validated when mem_mb_per_cpu replaces it: it is dropped, not submitted
+    spec = build_spec(RULE, {"mem_mb_per_cpu": 1000, "mem_mb": "whatever"})
+    assert (spec.mem_mb, spec.mem_mb_per_cpu) == (None, 1000)
+
+
+# ---------------------------------------------------------------- parse_slurm_extra
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        pytest.param(None, (), id="none"),
+        pytest.param("", (), id="empty"),
+        pytest.param("--exclusive", ("--exclusive",), id="flag"),
+        pytest.param("--exclusive --reservation=foo", ("--exclusive", "--reservation=foo"), id="two-words"),
+        pytest.param("--reservation='maint window' --mail-type=END",
+                     ("--reservation=maint window", "--mail-type=END"), id="single-quoted-value"),
+        pytest.param('--reservation="maint window" --mail-type=END',
+                     ("--reservation=maint window", "--mail-type=END"), id="double-quoted-value"),
+        pytest.param("--reservation 'maint window'", ("--reservation", "maint window"), id="single-quoted-word"),
+        pytest.param("  --exclusive\t-x n3  ", ("--exclusive", "-x", "n3"), id="extra-whitespace"),
+        pytest.param("--mail-user=me@example.org --begin=now+1hour",
+                     ("--mail-user=me@example.org", "--begin=now+1hour"), id="unmanaged-values"),
+        pytest.param("--dependency=afterok:12 $(rm -rf ~)", ("--dependency=afterok:12", "$(rm", "-rf", "~)"),
+                     id="no-shell-expansion"),
+        # a flag that merely starts with the text of a managed one is a different flag
+        pytest.param("--comment-typo=x", ("--comment-typo=x",), id="comment-typo-is-not-comment"),
+        pytest.param("--gres-flags=enforce-binding", ("--gres-flags=enforce-binding",), id="gres-flags"),
+        pytest.param("--nodelist=n[1-2]", ("--nodelist=n[1-2]",), id="nodelist"),
+        pytest.param("--exclude n3", ("--exclude", "n3"), id="value-word-not-a-flag"),
+    ],
+)
+def test_parse_slurm_extra_passes(text: str | None, words: tuple[str, ...]) -> None:
+    assert parse_slurm_extra(RULE, text) == words
+
+
+@pytest.mark.parametrize(
+    ("text", "flag", "fix"),
+    [
+        ("--nodes=2", "--nodes", "use the resource 'nodes' instead"),
+        ("--nodes 2", "--nodes", "use the resource 'nodes' instead"),
+        ("-N 2", "-N", "use the resource 'nodes' instead"),
+        ("-N2", "-N", "use the resource 'nodes' instead"),
+        ("--ntasks=4", "--ntasks", "use the resource 'gpus/nodes' instead"),
+        ("-n4", "-n", "use the resource 'gpus/nodes' instead"),
+        ("--ntasks-per-node=2", "--ntasks-per-node", "use the resource 'gpus/nodes' instead"),
+        ("--gpus-per-task=1", "--gpus-per-task", "use the resource 'gpus' instead"),
+        ("--gpus=4", "--gpus", "use the resource 'gpus' instead"),
+        ("-G 4", "-G", "use the resource 'gpus' instead"),
+        ("--gres=gpu:a100:2", "--gres", "use the resource 'gpus / gpu_model' instead"),
+        ("--cpus-per-task=8", "--cpus-per-task", "use the resource 'cpus_per_task' instead"),
+        ("-c8", "-c", "use the resource 'cpus_per_task' instead"),
+        ("--mem=4G", "--mem", "use the resource 'mem_mb' instead"),
+        ("--time=10", "--time", "use the resource 'runtime' instead"),
+        ("-t 10", "-t", "use the resource 'runtime' instead"),
+        ("-p debug", "-p", "use the resource 'slurm_partition' instead"),
+        ("-pdebug", "-p", "use the resource 'slurm_partition' instead"),
+        ("--partition=debug", "--partition", "use the resource 'slurm_partition' instead"),
+        ("-A proj", "-A", "use the resource 'slurm_account' instead"),
+        ("--signal=USR1@60", "--signal", "remove it"),
+        ("--requeue", "--requeue", "remove it"),
+        ("--output=/tmp/x.log", "--output", "remove it"),
+        ("-o /tmp/x.log", "-o", "remove it"),
+        ("--job-name=x", "--job-name", "remove it"),
+        ("--export=NONE", "--export", "remove it"),
+        ("--exclusive --nodes=3", "--nodes", "use the resource 'nodes' instead"),
+        ("--reservation='a b' -N 3", "-N", "use the resource 'nodes' instead"),
+    ],
+)
+def test_parse_slurm_extra_refuses_managed_flags(text: str, flag: str, fix: str) -> None:
+    with pytest.raises(ResourceError) as excinfo:
+        parse_slurm_extra(RULE, text)
+    message = refused(excinfo, "slurm_extra")
+    assert f"contains {flag}, which slurm-gpu manages" in message
+    assert fix in message.split("HINT:", 1)[1]
+
+
+@pytest.mark.parametrize("text", ["--part=debug", "--ntasks-per-n=2", "--gpus-per-t=1", "--sig=USR1@60"])
+def test_parse_slurm_extra_refuses_abbreviated_managed_flags(text: str) -> None:
+    with pytest.raises(ResourceError):
+        parse_slurm_extra(RULE, text)
+
+
+@pytest.mark.parametrize("text", [
+    "--reservation='maint",
+    "--mail-type=END --comment-x='a",
+    pytest.param('--reservation="maint'),
+])
+def test_parse_slurm_extra_unclosed_quote(text: str) -> None:
+    with pytest.raises(ResourceError) as excinfo:
+        parse_slurm_extra(RULE, text)
+    assert "close the quotes" in refused(excinfo, "slurm_extra")
+
+
+def test_build_spec_refuses_managed_flag_in_slurm_extra() -> None:
+    with pytest.raises(ResourceError) as excinfo:
+        build_spec(RULE, {"gpus": 4, "nodes": 2, "slurm_extra": "--gpus-per-task=1"})
+    refused(excinfo, "slurm_extra")
+
+
+# ---------------------------------------------------------------- check_launch
+
+DISTRIBUTED = build_spec(RULE, {"gpus": 4, "nodes": 2})
+
+
+@pytest.mark.parametrize(
+    "shell",
+    [
+        "srun python train.py",
+        "  \nexport A=1; srun python x",
+        "FOO=1 srun python",
+        "FOO=1 BAR=x srun python train.py",
+        "cd models && srun python train.py",
+        "set -e\nmkdir -p out\nsrun python train.py --out {output}",
+        "exec srun python train.py",
+        "time srun python train.py",
+        "python prepare.py; srun python train.py 2>&1 | tee log",
+    ],
+)
+def test_check_launch_accepts_srun(shell: str) -> None:
+    check_launch(DISTRIBUTED, shell)
+
+
+@pytest.mark.parametrize(
+    "shell",
+    [
+        "python train.py",
+        "echo srun",
+        "python train.py --launcher srun",
+        "srun_wrapper.sh python train.py",
+        "  \n ",
+    ],
+)
+def test_check_launch_refuses_command_without_srun(shell: str) -> None:
+    with pytest.raises(ResourceError) as excinfo:
+        check_launch(DISTRIBUTED, shell)
+    message = refused(excinfo, "gpus/nodes")
+    assert "srun" in message
+    assert "Initializing distributed" in message
+    assert "2 node(s) x 2 GPU(s)" in message
+
+
+@pytest.mark.parametrize(
+    "shell",
+    [
+        pytest.param(None, id="no-shell"),
+        pytest.param("", id="empty-shell"),
+        pytest.param("/usr/bin/srun python train.py", id="srun-by-path"),
+        pytest.param("env NCCL_DEBUG=INFO srun python train.py", id="env-prefix"),
+    ],
+)
+def test_check_launch_edge_cases(shell: str | None) -> None:
+    if not shell:
+        with pytest.raises(ResourceError) as excinfo:
+            check_launch(DISTRIBUTED, shell)
+        message = refused(excinfo, "gpus/nodes")
+        assert "srun" in message and "Initializing distributed" in message
+    else:
+        check_launch(DISTRIBUTED, shell)
+
+
+@pytest.mark.parametrize(
+    "resources", [{}, {"gpus": 1}, {"gpus": 0}], ids=["cpu", "one-gpu", "zero-gpus"])
+@pytest.mark.parametrize("shell", [None, "", "python train.py", "echo srun"])
+def test_check_launch_ignores_non_distributed_steps(resources: dict[str, Any], shell: str | None) -> None:
+    spec = build_spec(RULE, resources)
+    assert not spec.distributed
+    check_launch(spec, shell)
+
+
+@pytest.mark.parametrize("resources", [{"gpus": 2}, {"nodes": 2}], ids=["two-gpus-one-node", "cpu-two-nodes"])
+def test_check_launch_applies_to_every_distributed_shape(resources: dict[str, Any]) -> None:
+    with pytest.raises(ResourceError):
+        check_launch(build_spec(RULE, resources), "python train.py")
+
+
+# ---------------------------------------------------------------- check_capacity
+
+CLUSTER = ClusterInfo(gpus_per_node={"debug": 0, "gpu": 4, "big": 8}, default_partition="debug")
+
+
+def spec_for(**resources: Any) -> StepSpec:
+    return build_spec(RULE, resources)
+
+
+@pytest.mark.parametrize(
+    ("spec", "cluster"),
+    [
+        pytest.param(spec_for(), CLUSTER, id="cpu-on-default"),
+        pytest.param(spec_for(gpus=4, slurm_partition="gpu"), CLUSTER, id="full-node"),
+        pytest.param(spec_for(gpus=8, nodes=2, slurm_partition="gpu"), CLUSTER, id="two-full-nodes"),
+        pytest.param(spec_for(gpus=8, slurm_partition="big"), CLUSTER, id="big-node"),
+        pytest.param(spec_for(gpus=2), ClusterInfo({"gpu": 4}, default_partition="gpu"), id="gpu-default"),
+        pytest.param(spec_for(slurm_partition="debug"), ClusterInfo({"debug": 0}), id="named-without-default"),
+    ],
+)
+def test_check_capacity_accepts(spec: StepSpec, cluster: ClusterInfo) -> None:
+    check_capacity(spec, cluster)
+
+
+def test_check_capacity_unknown_partition_lists_known_ones() -> None:
+    with pytest.raises(ResourceError) as excinfo:
+        check_capacity(spec_for(slurm_partition="gpus"), CLUSTER)
+    message = refused(excinfo, "slurm_partition")
+    assert "'gpus'" in message
+    assert "use one of: big, debug, gpu" in message
+
+
+def test_check_capacity_uses_default_partition() -> None:
+    # no slurm_partition: Slurm will use the default, so that is the one checked
+    with pytest.raises(ResourceError) as excinfo:
+        check_capacity(spec_for(gpus=1), CLUSTER)
+    message = refused(excinfo, "gpus")
+    assert "partition 'debug'" in message
+    assert "choose a partition with GPU nodes" in message
+
+
+def test_check_capacity_named_partition_beats_default() -> None:
+    check_capacity(spec_for(gpus=1, slurm_partition="gpu"), CLUSTER)
+
+
+def test_check_capacity_too_many_gpus_per_node_suggests_nodes() -> None:
+    with pytest.raises(ResourceError) as excinfo:
+        check_capacity(spec_for(gpus=8, slurm_partition="gpu"), CLUSTER)
+    message = refused(excinfo, "gpus")
+    assert "puts 8 GPUs on each of 1 node(s)" in message
+    assert "partition 'gpu' have at most 4" in message
+    assert "nodes=2 for gpus=8" in message
+
+
+@pytest.mark.parametrize(
+    ("gpus", "available"),
+    [
+        pytest.param(8, 4, id="8-on-4"),
+        pytest.param(6, 4, id="6-on-4"),
+        pytest.param(16, 8, id="16-on-8"),
+        pytest.param(10, 4, id="10-on-4"),
+        pytest.param(5, 4, id="5-on-4"),
+    ],
+)
+def test_check_capacity_suggestion_can_be_followed(gpus: int, available: int) -> None:
+    cluster = ClusterInfo({"gpu": available}, default_partition="gpu")
+    with pytest.raises(ResourceError) as excinfo:
+        check_capacity(spec_for(gpus=gpus), cluster)
+    suggested = re.search(r"nodes=(\d+)", str(excinfo.value).split("HINT:", 1)[1])
+    assert suggested, str(excinfo.value)
+    followed = spec_for(gpus=gpus, nodes=int(suggested.group(1)))  # the HINT, taken at its word
+    check_capacity(followed, cluster)
+
+
+@pytest.mark.parametrize(
+    "cluster", [ClusterInfo({"debug": 0, "gpu": 4}), ClusterInfo({})], ids=["partitions", "no-partitions"])
+def test_check_capacity_no_partition_and_no_default(cluster: ClusterInfo) -> None:
+    with pytest.raises(ResourceError) as excinfo:
+        check_capacity(spec_for(), cluster)
+    message = refused(excinfo, "slurm_partition")
+    assert "no default partition" in message
+    assert ("debug, gpu" if cluster.gpus_per_node else "none") in message.split("HINT:", 1)[1]
