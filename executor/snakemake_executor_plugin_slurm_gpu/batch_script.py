@@ -79,6 +79,11 @@ def render_directives(spec: StepSpec, paths: StepPaths, options: JobOptions) -> 
                         ("--qos", spec.qos)):
         if value is not None:
             lines.append(_directive(flag, value))
+    if spec.signal:
+        # no B: prefix: the signal goes to the ranks (srun's tasks), not to the batch shell
+        lines.append(_directive("--signal", f"{spec.signal}@{spec.signal_lead_s}"))
+    if spec.resumable:
+        lines.append(_directive("--requeue"))
     lines.append(_directive("--comment", f"slurm-gpu step={paths.key}"))
     lines.extend(_extra_directive(word) for word in spec.extra)
     return lines
@@ -95,6 +100,7 @@ def render_environment(spec: StepSpec, paths: StepPaths, options: JobOptions) ->
         f"export SLURM_GPU_GPUS_PER_NODE={spec.gpus_per_node}",
         f"export SLURM_GPU_TASKS_PER_NODE={spec.tasks_per_node}",
         f"export SLURM_GPU_CHECKPOINT_DIR={q(str(paths.checkpoint_dir))}",
+        *([f"export SLURM_GPU_REQUEUE_SIGNAL={spec.signal}"] if spec.signal else []),
         'mkdir -p "$SLURM_GPU_CHECKPOINT_DIR"',
     ]
     if spec.distributed or spec.uses_gpus:

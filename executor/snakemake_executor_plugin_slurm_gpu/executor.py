@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shlex
 import threading
 import time
-from collections import deque
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import AsyncGenerator, Iterable, List, Sequence
@@ -19,15 +19,18 @@ from snakemake_interface_executor_plugins.jobs import JobExecutorInterface
 from snakemake_interface_executor_plugins.settings import SharedFSUsage
 from snakemake_interface_executor_plugins.utils import encode_target_jobs_cli_args
 
-from . import slurm
+from . import checkpoints, logs, slurm
 from .batch_script import JobOptions, render_batch_script
 from .paths import StepPaths
-from .policy import Act, JobWatch, Limits
+from .policy import Act, Budgets, JobWatch, Limits, StepHistory
 from .settings import ExecutorSettings
-from .spec import ClusterInfo, ResourceError, StepSpec, build_spec, check_capacity, check_launch
-from .status import StatusQuery, classify
+from .spec import (ClusterInfo, ResourceError, StepSpec, build_spec, check_capacity, check_launch, check_signal,
+                   launch_warning)
+from .status import Outcome, StatusQuery, classify
 
 LOG_TAIL_LINES = 20
+# files named in a shell command whose content is code: a change invalidates checkpoints
+CODE_SUFFIXES = {".py", ".sh", ".R", ".r", ".jl", ".yaml", ".yml", ".json", ".toml"}
 
 
 class Executor(RemoteExecutor):
@@ -37,6 +40,8 @@ class Executor(RemoteExecutor):
         self.options = JobOptions(socket_ifname=self.settings.socket_ifname)
         self.status = StatusQuery(run=self._slurm)
         self.watch = JobWatch(Limits(missing_s=self.settings.missing_job_timeout_s))
+        self.budgets = Budgets(preemptions=self.settings.max_preemptions, timeouts=self.settings.max_timeouts)
+        self._history: dict[str, StepHistory] = {}
         self._cluster: ClusterInfo | None = None
         self._preflight_done = False
         # every submitted job until its verdict is reported: Snakemake's own active_jobs list is
@@ -44,6 +49,11 @@ class Executor(RemoteExecutor):
         self._live: set[str] = set()
         self._live_lock = threading.Lock()
         self.next_seconds_between_status_checks = self.settings.status_interval_min_s
+        try:
+            check_signal(self.settings.requeue_signal)
+        except ValueError as e:
+            raise WorkflowError(f"slurm-gpu: setting requeue-signal: {e}") from None
+        self._warned_rules: set[str] = set()
 
     # ------------------------------------------------------------ Slurm
     def _slurm(self, argv: Sequence[str]) -> str:
@@ -61,9 +71,15 @@ class Executor(RemoteExecutor):
 
     # ------------------------------------------------------------ pre-flight
     def _spec(self, job: JobExecutorInterface) -> StepSpec:
-        spec = build_spec(job.name, dict(job.resources.items()), job.threads)
+        spec = build_spec(job.name, dict(job.resources.items()), job.threads,
+                          requeue_signal=self.settings.requeue_signal, signal_lead_s=self.settings.signal_lead_s)
         if not job.is_group():
-            check_launch(spec, getattr(job.rule, "shellcmd", None))
+            shell = getattr(job.rule, "shellcmd", None)
+            check_launch(spec, shell)
+            warning = launch_warning(spec, shell)
+            if warning and job.name not in self._warned_rules:
+                self._warned_rules.add(job.name)
+                self.logger.warning(f"slurm-gpu: {warning}")
         check_capacity(spec, self._cluster_info())
         return spec
 
@@ -134,27 +150,106 @@ class Executor(RemoteExecutor):
             f.write(text)
         return script
 
+    def _submit(self, job: JobExecutorInterface, spec: StepSpec, paths: StepPaths) -> str:
+        """Write the step's batch script and sbatch it; the Slurm job id. Raises SlurmError/ValueError."""
+        history = self._history.setdefault(paths.key, StepHistory())
+        # one live Slurm job per step, whatever asks for another one (a resubmission, --retries)
+        with self._live_lock:
+            stale = [j for j in history.job_ids if j in self._live]
+        if stale:
+            self.logger.warning(f"slurm-gpu: step {paths.key} still has Slurm job(s) {', '.join(stale)}; "
+                                "cancelling them before submitting again")
+            self._cancel(stale)
+            with self._live_lock:
+                self._live.difference_update(stale)
+        text = render_batch_script(spec, paths, self._inner_command(job, paths), self.options)
+        script = self._write_script(paths, job, text)
+        try:
+            job_id = slurm.parse_sbatch(self._slurm(slurm.sbatch_argv(script)))
+        except (slurm.SlurmError, ValueError) as e:
+            raise type(e)(f"could not submit {script}: {e}") from None
+        history.job_ids.append(job_id)
+        with self._live_lock:
+            self._live.add(job_id)
+        geometry = f"{spec.nodes} node(s) x {spec.tasks_per_node} task(s)"
+        if spec.gpus:
+            geometry += f", {spec.gpus_per_node} GPU(s) per node"
+        self.logger.info(f"slurm-gpu: step {paths.key} is Slurm job {job_id} ({geometry}); "
+                         f"script {script}, log {paths.log_file(job_id)}")
+        return job_id
+
+    def _provenance(self, job: JobExecutorInterface) -> dict[str, object]:
+        """What a step's checkpoints were made from: inputs (size, mtime), params, and code (the
+        shell command and the content of the scripts it names). Checkpoints of anything else must
+        not be resumed."""
+        inputs = {}
+        for name in job.input:
+            try:
+                st = os.stat(name)
+                inputs[str(name)] = [st.st_size, st.st_mtime_ns]
+            except OSError:
+                inputs[str(name)] = None
+        params = getattr(job, "params", None)
+        shell = getattr(job, "shellcmd", None) or ""
+        code_files = [w for w in shlex.split(shell, posix=True) if Path(w).suffix in CODE_SUFFIXES
+                      and Path(w).is_file()] if shell else []
+        script = getattr(job.rule, "script", None)
+        if script and Path(str(script)).is_file():
+            code_files.append(str(script))
+        return {
+            "rule": job.name,
+            "wildcards": {k: str(v) for k, v in job.wildcards.items()},
+            "params": {k: repr(v) for k, v in params.items()} if params is not None else {},
+            "inputs": inputs,
+            "shell": getattr(job.rule, "shellcmd", None),
+            "code": checkpoints.file_digests(code_files),
+        }
+
+    def _check_provenance(self, job: JobExecutorInterface, paths: StepPaths) -> None:
+        parts = self._provenance(job)
+        moved = checkpoints.ensure_provenance(paths.checkpoint_dir, checkpoints.provenance_digest(parts),
+                                              parts=parts)
+        if moved is not None:
+            self.logger.warning(f"slurm-gpu: step {paths.key}: its inputs, params or code changed since its "
+                                f"checkpoints were written; they were moved to {moved} and training starts afresh")
+
     def run_job(self, job: JobExecutorInterface) -> None:
         try:
             spec = self._spec(job)
         except ResourceError as e:
             raise WorkflowError(str(e)) from None
         paths = self._paths(job)
-        text = render_batch_script(spec, paths, self._inner_command(job, paths), self.options)
-        script = self._write_script(paths, job, text)
+        if spec.resumable and not job.is_group():
+            try:
+                self._check_provenance(job, paths)
+            except (OSError, ValueError) as e:
+                raise WorkflowError(f"slurm-gpu: step {paths.key}: cannot check its checkpoint directory "
+                                    f"{paths.checkpoint_dir}: {e}") from None
         try:
-            job_id = slurm.parse_sbatch(self._slurm(slurm.sbatch_argv(script)))
+            job_id = self._submit(job, spec, paths)
         except (slurm.SlurmError, ValueError) as e:
-            self.report_job_error(SubmittedJobInfo(job), msg=f"slurm-gpu could not submit {script}: {e}")
+            self.report_job_error(SubmittedJobInfo(job), msg=f"slurm-gpu: step {paths.key}: {e}")
             return
-        geometry = f"{spec.nodes} node(s) x {spec.tasks_per_node} task(s)"
-        if spec.gpus:
-            geometry += f", {spec.gpus_per_node} GPU(s) per node"
-        self.logger.info(f"slurm-gpu: step {paths.key} is Slurm job {job_id} ({geometry}); "
-                         f"script {script}, log {paths.log_file(job_id)}")
-        with self._live_lock:
-            self._live.add(job_id)
-        self.report_job_submission(SubmittedJobInfo(job, external_jobid=job_id, aux={"paths": paths}))
+        self.report_job_submission(SubmittedJobInfo(job, external_jobid=job_id, aux={"paths": paths, "spec": spec}))
+
+    def _resubmit(self, job_info: SubmittedJobInfo, reason: str, stop) -> SubmittedJobInfo | None:
+        """A new Slurm job for a step whose job was stopped from outside; None if that failed."""
+        paths, spec = job_info.aux["paths"], job_info.aux["spec"]
+        old = job_info.external_jobid
+        self._cancel([old])  # final already; cancelling makes sure Slurm cannot restart it beside the new one
+        self.logger.info(f"slurm-gpu: step {paths.key}, Slurm job {old}: {reason}")
+        try:
+            job_id = self._submit(job_info.job, spec, paths)
+        except (slurm.SlurmError, ValueError) as e:
+            self.report_job_error(job_info, msg=f"slurm-gpu: step {paths.key}: resubmission failed: {e}")
+            return None
+        history = self._history[paths.key]
+        history.resubmitted[stop] = history.count(stop) + 1
+        try:
+            job_info.job.register(external_jobid=job_id)  # Snakemake's incomplete-marker names the live job
+        except OSError:
+            pass
+        return SubmittedJobInfo(job_info.job, external_jobid=job_id, aux=job_info.aux)
 
     # ------------------------------------------------------------ status
     async def check_active_jobs(
@@ -175,20 +270,54 @@ class Executor(RemoteExecutor):
         changed = False
         for job_info in active_jobs:
             record = records.get(job_info.external_jobid)
-            action = self.watch.decide(job_info.external_jobid, classify(record) if record else None, now)
+            paths: StepPaths = job_info.aux["paths"]
+            spec: StepSpec = job_info.aux["spec"]
+            verdict = classify(record) if record else None
+            action = self.watch.decide(job_info.external_jobid, verdict, now,
+                                       self._history.setdefault(paths.key, StepHistory()), self.budgets,
+                                       resumable=spec.resumable,
+                                       checkpointed_for_requeue=spec.resumable and verdict is not None
+                                       and verdict.outcome is Outcome.FAILED
+                                       and self._checkpointed_for_requeue(paths, job_info.external_jobid))
             if action.act is Act.WAIT:
                 yield job_info
                 continue
             changed = True
             with self._live_lock:
                 self._live.discard(job_info.external_jobid)
+            if action.act is Act.RESUBMIT:
+                replacement = await asyncio.to_thread(self._resubmit, job_info, action.reason, action.stop)
+                if replacement is not None:
+                    yield replacement
+                continue
             if action.act is Act.SUCCEED:
+                if spec.resumable:
+                    await asyncio.to_thread(self._clean_checkpoints, paths)
                 self.report_job_success(job_info)
                 continue
             if action.act is Act.CANCEL_AND_FAIL:
                 self._cancel([job_info.external_jobid])
             self.report_job_error(job_info, msg=self._failure_message(job_info, action.reason))
         self._back_off(changed)
+
+    def _checkpointed_for_requeue(self, paths: StepPaths, job_id: str) -> bool:
+        """Did this job's training checkpoint on the requeue signal and stop for a restart?"""
+        try:
+            marker = json.loads((paths.checkpoint_dir / checkpoints.INTERRUPTED_MARKER).read_text())
+        except (OSError, ValueError):
+            return False
+        # a marker of a requeue that Slurm carried out belongs to an earlier run of the same job id
+        return isinstance(marker, dict) and str(marker.get("job_id")) == job_id and not marker.get("requeued")
+
+    def _clean_checkpoints(self, paths: StepPaths) -> None:
+        try:
+            removed = checkpoints.cleanup_after_success(paths.checkpoint_dir, self.settings.checkpoint_cleanup)
+        except OSError as e:
+            self.logger.warning(f"slurm-gpu: step {paths.key}: could not clean {paths.checkpoint_dir}: {e}")
+            return
+        if removed:
+            self.logger.info(f"slurm-gpu: step {paths.key} done; checkpoint cleanup "
+                             f"'{self.settings.checkpoint_cleanup}' removed {len(removed)} file(s)")
 
     def _back_off(self, changed: bool) -> None:
         """Poll fast while jobs are finishing, slower while nothing happens."""
@@ -197,16 +326,13 @@ class Executor(RemoteExecutor):
         self.next_seconds_between_status_checks = low if changed else min(high, current * 1.5)
 
     def _failure_message(self, job_info: SubmittedJobInfo, reason: str) -> str:
-        paths: StepPaths = (job_info.aux or {}).get("paths") or self._paths(job_info.job)
+        paths: StepPaths = job_info.aux["paths"]
         log = paths.log_file(job_info.external_jobid)
         message = f"slurm-gpu: step {paths.key}, Slurm job {job_info.external_jobid}: {reason}.\nLog: {log}\n"
-        try:
-            with open(log, errors="replace") as f:
-                tail = "".join(deque(f, maxlen=LOG_TAIL_LINES))
-            message += f"Last {LOG_TAIL_LINES} lines of the log:\n{tail}\n"
-        except OSError:
-            message += "(the log does not exist: the job may never have started)\n"
-        return message
+        shown = logs.read_excerpt(log, LOG_TAIL_LINES)
+        if shown is None:
+            return message + "(the log does not exist: the job may never have started)\n"
+        return message + f"End of the log:\n{shown}\n"
 
     # ------------------------------------------------------------ cancel
     def _cancel(self, job_ids: Sequence[str]) -> None:

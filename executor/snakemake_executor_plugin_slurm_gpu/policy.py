@@ -14,12 +14,54 @@ class Act(enum.StrEnum):
     SUCCEED = "succeed"
     FAIL = "fail"
     CANCEL_AND_FAIL = "cancel_and_fail"  # the job would otherwise sit in Slurm forever
+    RESUBMIT = "resubmit"                # a new Slurm job for the same step; it resumes from its checkpoints
+
+
+class Stop(enum.StrEnum):
+    """Why an attempt ended from outside; each kind has its own budget."""
+
+    TIMEOUT = "timeout"
+    PREEMPTION = "preemption"  # preempted, node failure, boot failure: the cluster's doing
 
 
 @dataclass(frozen=True)
 class Action:
     act: Act
     reason: str = ""
+    stop: Stop | None = None  # with RESUBMIT: which budget it draws on
+
+
+@dataclass(frozen=True)
+class Budgets:
+    """Resubmissions allowed per step, per kind of stop (executor settings)."""
+
+    preemptions: int = 10
+    timeouts: int = 3
+
+
+@dataclass
+class StepHistory:
+    """What happened to one step so far in this run."""
+
+    job_ids: list[str] = field(default_factory=list)
+    resubmitted: dict[Stop, int] = field(default_factory=dict)
+
+    def count(self, stop: Stop) -> int:
+        return self.resubmitted.get(stop, 0)
+
+
+_BUDGET_SETTING = {Stop.TIMEOUT: "--slurm-gpu-max-timeouts", Stop.PREEMPTION: "--slurm-gpu-max-preemptions"}
+
+
+def _resubmit_or_fail(verdict: Verdict, stop: Stop, history: StepHistory, budgets: Budgets) -> Action:
+    allowed = budgets.timeouts if stop is Stop.TIMEOUT else budgets.preemptions
+    used = history.count(stop)
+    if used < allowed:
+        return Action(Act.RESUBMIT, f"Slurm job stopped from outside ({verdict.detail}); resubmitting "
+                                    f"({stop} {used + 1} of {allowed}), training resumes from its last checkpoint",
+                      stop)
+    return Action(Act.FAIL, f"Slurm job stopped from outside ({verdict.detail}) and the {stop} budget is spent "
+                            f"({used} resubmissions of {allowed}); raise {_BUDGET_SETTING[stop]} to allow more", stop)
 
 
 @dataclass(frozen=True)
@@ -45,13 +87,16 @@ class JobWatch:
     limits: Limits = field(default_factory=Limits)
     _seen: dict[str, _Seen] = field(default_factory=dict)
 
-    def decide(self, job_id: str, verdict: Verdict | None, now: float) -> Action:
+    def decide(self, job_id: str, verdict: Verdict | None, now: float,
+               history: StepHistory | None = None, budgets: Budgets | None = None,
+               resumable: bool = False, checkpointed_for_requeue: bool = False) -> Action:
         outcome = verdict.outcome if verdict is not None else None
         seen = self._seen.get(job_id)
         if seen is None or seen.outcome != outcome:
             seen = self._seen[job_id] = _Seen(outcome, now)
         held_for = now - seen.since
-        action = decide(verdict, held_for, self.limits)
+        action = decide(verdict, held_for, self.limits, history or StepHistory(), budgets or Budgets(), resumable,
+                        checkpointed_for_requeue)
         if action.act is not Act.WAIT:
             self._seen.pop(job_id, None)
         return action
@@ -60,8 +105,15 @@ class JobWatch:
         self._seen.pop(job_id, None)
 
 
-def decide(verdict: Verdict | None, held_for_s: float, limits: Limits) -> Action:
-    """The action for one job whose status has been `verdict` for `held_for_s` seconds."""
+def decide(verdict: Verdict | None, held_for_s: float, limits: Limits, history: StepHistory | None = None,
+           budgets: Budgets | None = None, resumable: bool = False,
+           checkpointed_for_requeue: bool = False) -> Action:
+    """The action for one job whose status has been `verdict` for `held_for_s` seconds.
+    `resumable`: the step checkpoints (a GPU step), so a time-out is worth another attempt.
+    `checkpointed_for_requeue`: the job's training wrote a checkpoint on Slurm's requeue signal and
+    stopped on purpose (its marker names this job), so a FAILED end is an interruption, not an error."""
+    history = history or StepHistory()
+    budgets = budgets or Budgets()
     if verdict is None:
         if held_for_s < limits.missing_s:
             return Action(Act.WAIT)
@@ -73,6 +125,8 @@ def decide(verdict: Verdict | None, held_for_s: float, limits: Limits) -> Action
         case Outcome.SUCCEEDED:
             return Action(Act.SUCCEED)
         case Outcome.FAILED:
+            if checkpointed_for_requeue and verdict.state != "CANCELLED":
+                return _resubmit_or_fail(verdict, Stop.PREEMPTION, history, budgets)
             return Action(Act.FAIL, f"Slurm job ended {verdict.detail}")
         case Outcome.HELD:
             return Action(Act.CANCEL_AND_FAIL,
@@ -81,7 +135,12 @@ def decide(verdict: Verdict | None, held_for_s: float, limits: Limits) -> Action
         case Outcome.INTERRUPTED:
             if verdict.state in ("PREEMPTED", "NODE_FAIL") and held_for_s < limits.settle_s:
                 return Action(Act.WAIT)  # Slurm may still requeue it
-            return Action(Act.FAIL, f"Slurm job was stopped from outside: {verdict.detail}")
+            if verdict.state == "TIMEOUT":
+                if not resumable:
+                    return Action(Act.FAIL, f"Slurm job reached its time limit ({verdict.detail}); the step does "
+                                            "not checkpoint, so it is not resubmitted: raise its runtime", Stop.TIMEOUT)
+                return _resubmit_or_fail(verdict, Stop.TIMEOUT, history, budgets)
+            return _resubmit_or_fail(verdict, Stop.PREEMPTION, history, budgets)
         case _:
             if held_for_s < limits.missing_s:
                 return Action(Act.WAIT)

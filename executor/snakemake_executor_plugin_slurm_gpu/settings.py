@@ -27,13 +27,41 @@ class ExecutorSettings(ExecutorSettingsBase):
                           "that all nodes share. Default: .snakemake/slurm-gpu/checkpoints in the working "
                           "directory."},
     )
+    requeue_signal: str = field(
+        default="USR1",
+        metadata={"help": "Signal Slurm sends to the ranks of GPU (training) steps before their time limit "
+                          "and at preemption (sbatch --signal); Lightning's SLURMEnvironment listens for "
+                          "USR1 by default (its requeue_signal)."},
+    )
+    signal_lead_s: int = field(
+        default=90,
+        metadata={"help": "Seconds before the time limit at which GPU steps get the requeue signal: enough "
+                          "to finish a step and write a checkpoint. A rule can override it with the "
+                          "resource signal_lead_s."},
+    )
+    max_preemptions: int = field(
+        default=10,
+        metadata={"help": "How often one step may be resubmitted after a stop that is the cluster's doing "
+                          "(PREEMPTED or NODE_FAIL that Slurm did not requeue, BOOT_FAIL)."},
+    )
+    max_timeouts: int = field(
+        default=3,
+        metadata={"help": "How often one GPU step may be resubmitted after reaching its time limit without "
+                          "requeueing itself (TIMEOUT). Steps without GPUs are not resubmitted on time-out."},
+    )
+    checkpoint_cleanup: str = field(
+        default="keep-last",
+        metadata={"help": "What happens to a step's checkpoint directory once the step succeeded: "
+                          "keep (everything), keep-last (the newest valid checkpoint only), delete.",
+                  "choices": ["keep", "keep-last", "delete"]},
+    )
     status_interval_min_s: int = field(
         default=2,
         metadata={"help": "Seconds between status polls while jobs are changing state (one batched "
                           "squeue per poll for all jobs)."},
     )
     status_interval_max_s: int = field(
-        default=30,
+        default=10,
         metadata={"help": "Longest wait between status polls: the interval grows towards it while "
                           "nothing changes."},
     )

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import re
 import shlex
+import signal
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
@@ -74,7 +75,12 @@ class StepSpec:
     qos: str | None = None
     gpu_model: str | None = None
     extra: tuple[str, ...] = field(default_factory=tuple)
-
+    # GPU steps are training steps: they checkpoint, so Slurm may requeue them in place and
+    # slurm-gpu resubmits them after a time-out; Slurm warns them `signal_lead_s` before the time
+    # limit (and at preemption) with `signal`, unless the rule set signal_lead_s=0
+    resumable: bool = False
+    signal: str | None = None
+    signal_lead_s: int | None = None
     @property
     def gpus(self) -> int:
         return self.nodes * self.gpus_per_node
@@ -165,8 +171,32 @@ def parse_slurm_extra(rule: str, value: Any) -> tuple[str, ...]:
     return words
 
 
-def build_spec(rule: str, resources: Mapping[str, Any], threads: int = 1) -> StepSpec:
-    """Turn a rule's resources into a StepSpec, raising ResourceError on anything unsubmittable."""
+# Signals a training process can catch and act on. Not TERM: Slurm sends SIGTERM for every kill, so
+# it cannot also mean "checkpoint and requeue"; not KILL/STOP: they cannot be caught.
+REQUEUE_SIGNALS = ("USR1", "USR2", "HUP", "INT", "QUIT", "ALRM", "URG")
+
+
+def check_signal(name: object) -> str:
+    """'SIGUSR1' / 'usr1' / '10' -> 'USR1' (the form sbatch --signal takes)."""
+    text = str(name).strip().upper()
+    if text.isdigit():
+        try:
+            text = signal.Signals(int(text)).name
+        except ValueError:
+            pass
+    text = text.removeprefix("SIG")
+    if text not in REQUEUE_SIGNALS:
+        raise ValueError(f"requeue signal {name!r} cannot be used: a training process must be able to catch it "
+                         f"and SIGTERM is what Slurm kills with. HINT: use one of {', '.join(REQUEUE_SIGNALS)} "
+                         "(Lightning's SLURMEnvironment listens for USR1)")
+    return text
+
+
+def build_spec(rule: str, resources: Mapping[str, Any], threads: int = 1, requeue_signal: str = "USR1",
+               signal_lead_s: int = 90) -> StepSpec:
+    """Turn a rule's resources into a StepSpec, raising ResourceError on anything unsubmittable.
+    `requeue_signal`/`signal_lead_s` are the executor-wide defaults for GPU steps; a rule may set
+    its own lead with the resource signal_lead_s."""
     nodes = resources.get("nodes")
     nodes = 1 if nodes is None else _as_count(rule, "nodes", nodes, 1, "set nodes to a whole number >= 1")
     gpus = _gpu_total(rule, resources)
@@ -201,6 +231,13 @@ def build_spec(rule: str, resources: Mapping[str, Any], threads: int = 1) -> Ste
     if gpu_model is not None and not gpus:
         raise ResourceError(rule, "gpu_model", f"is {gpu_model!r} but the rule asks for no GPUs",
                             "also set gpus")
+    lead = resources.get("signal_lead_s")
+    lead_s = _as_count(rule, "signal_lead_s", signal_lead_s if lead is None else lead, 0,
+                       "set signal_lead_s to the seconds a checkpoint needs, e.g. 90, or 0 for no signal") \
+        if gpus else 0
+    if lead_s > 65535:  # Slurm keeps the lead in 16 bits
+        raise ResourceError(rule, "signal_lead_s", f"is {lead_s}, above Slurm's limit of 65535 seconds",
+                            "use a lead of at most 65535 seconds")
     return StepSpec(
         rule=rule,
         nodes=nodes,
@@ -216,6 +253,9 @@ def build_spec(rule: str, resources: Mapping[str, Any], threads: int = 1) -> Ste
         qos=_as_text(rule, "qos", resources.get("qos")),
         gpu_model=gpu_model,
         extra=parse_slurm_extra(rule, resources.get("slurm_extra")),
+        resumable=bool(gpus),
+        signal=check_signal(requeue_signal) if gpus and lead_s else None,
+        signal_lead_s=lead_s or None,
     )
 
 
@@ -246,6 +286,21 @@ def check_launch(spec: StepSpec, shell_command: str | None) -> None:
                         f"ask for {spec.nodes} node(s) x {spec.gpus_per_node} GPU(s), but the shell command "
                         f"({first!r}) does not start with srun, so only one rank would run and it would hang "
                         "at 'Initializing distributed'", fix)
+
+
+def launch_warning(spec: StepSpec, shell_command: str | None) -> str | None:
+    """A GPU step that is not launched with srun runs, but the requeue signal (sent to job steps,
+    i.e. srun's tasks, not the batch shell) never reaches it."""
+    if not spec.signal or spec.distributed:
+        return None
+    try:
+        check_launch(StepSpec(rule=spec.rule, nodes=2), shell_command)
+    except ResourceError:
+        return (f"rule '{spec.rule}': its GPU step is not started with srun, so it will not get Slurm's "
+                f"{spec.signal} warning before its time limit or at preemption and cannot checkpoint then "
+                "(it still resumes from periodic checkpoints after a time-out). HINT: start it with srun, "
+                "e.g. shell: \"srun python train.py\"")
+    return None
 
 
 def check_capacity(spec: StepSpec, cluster: ClusterInfo) -> None:

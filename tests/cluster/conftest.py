@@ -18,9 +18,10 @@ VENV_BIN = Path(sys.executable).parent
 PROFILE = REPO / "profiles" / "slurm-gpu"
 
 
-def _env() -> dict[str, str]:
+def _env(extra: dict[str, str] | None = None) -> dict[str, str]:
     env = dict(os.environ)
     env["PATH"] = f"{VENV_BIN}:{env.get('PATH', '/usr/bin:/bin')}"
+    env.update(extra or {})
     return env
 
 
@@ -54,11 +55,39 @@ class Run:
         return sorted((p.stem for p in log_dir.glob("*.log")), key=int) if log_dir.is_dir() else []
 
 
-def snakemake(workdir: Path, *args: str, timeout_s: float = 600) -> Run:
+def snakemake(workdir: Path, *args: str, timeout_s: float = 600, env: dict[str, str] | None = None) -> Run:
     argv = [str(VENV_BIN / "snakemake"), "--profile", str(PROFILE), "--jobs", "8", *args]
     start = time.monotonic()
-    proc = subprocess.run(argv, cwd=workdir, env=_env(), capture_output=True, text=True, timeout=timeout_s)
+    proc = subprocess.run(argv, cwd=workdir, env=_env(env), capture_output=True, text=True, timeout=timeout_s)
     return Run(proc.returncode, proc.stdout + proc.stderr, workdir, time.monotonic() - start)
+
+
+class Background:
+    """`snakemake` running while the test acts on its jobs."""
+
+    def __init__(self, workdir: Path, *args: str, env: dict[str, str] | None = None) -> None:
+        self.workdir = workdir
+        self.log = workdir / "snakemake-test-output.txt"
+        argv = [str(VENV_BIN / "snakemake"), "--profile", str(PROFILE), "--jobs", "8", *args]
+        self._out = open(self.log, "w")
+        self._start = time.monotonic()
+        self.proc = subprocess.Popen(argv, cwd=workdir, env=_env(env), stdout=self._out, stderr=subprocess.STDOUT)
+
+    def wait(self, timeout_s: float = 600) -> Run:
+        try:
+            self.proc.wait(timeout=timeout_s)
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+                self.proc.wait()
+            self._out.close()
+        return Run(self.proc.returncode, self.log.read_text(), self.workdir, time.monotonic() - self._start)
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self._out.close()
 
 
 def jobs_from(workdir: Path, since: str) -> list[dict[str, str]]:

@@ -11,6 +11,8 @@
 #SBATCH --cpus-per-task=1
 #SBATCH --time=60
 #SBATCH --partition=gpu
+#SBATCH --signal=USR1@90
+#SBATCH --requeue
 #SBATCH --comment="slurm-gpu step=finetune/all"
 
 export PYTHONFAULTHANDLER=1
@@ -19,6 +21,7 @@ export SLURM_GPU_NODES=1
 export SLURM_GPU_GPUS_PER_NODE=1
 export SLURM_GPU_TASKS_PER_NODE=1
 export SLURM_GPU_CHECKPOINT_DIR=/scratch/ckpt/finetune/all
+export SLURM_GPU_REQUEUE_SIGNAL=USR1
 mkdir -p "$SLURM_GPU_CHECKPOINT_DIR"
 # rank 0 runs on the first host of the allocation
 MASTER_ADDR=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)

@@ -15,6 +15,8 @@
 #SBATCH --account=proj
 #SBATCH --constraint=ib
 #SBATCH --qos=high
+#SBATCH --signal=USR1@90
+#SBATCH --requeue
 #SBATCH --comment="slurm-gpu step=train/model=resnet"
 
 export PYTHONFAULTHANDLER=1
@@ -23,6 +25,7 @@ export SLURM_GPU_NODES=2
 export SLURM_GPU_GPUS_PER_NODE=2
 export SLURM_GPU_TASKS_PER_NODE=2
 export SLURM_GPU_CHECKPOINT_DIR=/work/wf/.snakemake/slurm-gpu/checkpoints/train/model=resnet
+export SLURM_GPU_REQUEUE_SIGNAL=USR1
 mkdir -p "$SLURM_GPU_CHECKPOINT_DIR"
 # rank 0 runs on the first host of the allocation
 MASTER_ADDR=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)

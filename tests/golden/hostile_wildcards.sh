@@ -9,6 +9,8 @@
 #SBATCH --ntasks-per-node=1
 #SBATCH --gpus-per-node=1
 #SBATCH --cpus-per-task=1
+#SBATCH --signal=USR1@90
+#SBATCH --requeue
 #SBATCH --comment="slurm-gpu step=train/sample=.._.._etc,cmd=__touch_x_,path=a_b-e2b413b84eb4"
 
 export PYTHONFAULTHANDLER=1
@@ -17,6 +19,7 @@ export SLURM_GPU_NODES=2
 export SLURM_GPU_GPUS_PER_NODE=1
 export SLURM_GPU_TASKS_PER_NODE=1
 export SLURM_GPU_CHECKPOINT_DIR=/work/wf/ckpt/train/sample=.._.._etc,cmd=__touch_x_,path=a_b-e2b413b84eb4
+export SLURM_GPU_REQUEUE_SIGNAL=USR1
 mkdir -p "$SLURM_GPU_CHECKPOINT_DIR"
 # rank 0 runs on the first host of the allocation
 MASTER_ADDR=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)

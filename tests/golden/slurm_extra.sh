@@ -10,6 +10,8 @@
 #SBATCH --gpus-per-node=2
 #SBATCH --cpus-per-task=1
 #SBATCH --mem-per-cpu=2000
+#SBATCH --signal=USR1@90
+#SBATCH --requeue
 #SBATCH --comment="slurm-gpu step=train/model=vit"
 #SBATCH --exclusive
 #SBATCH --reservation="maint window"
@@ -22,6 +24,7 @@ export SLURM_GPU_NODES=1
 export SLURM_GPU_GPUS_PER_NODE=2
 export SLURM_GPU_TASKS_PER_NODE=2
 export SLURM_GPU_CHECKPOINT_DIR=/work/wf/.snakemake/slurm-gpu/checkpoints/train/model=vit
+export SLURM_GPU_REQUEUE_SIGNAL=USR1
 mkdir -p "$SLURM_GPU_CHECKPOINT_DIR"
 # rank 0 runs on the first host of the allocation
 MASTER_ADDR=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)

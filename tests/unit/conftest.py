@@ -4,8 +4,11 @@ FakeSlurm, which answers only the argv it was told about and fails the test on a
 from __future__ import annotations
 
 import os
+import shutil
+import signal
 import subprocess
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
@@ -15,18 +18,36 @@ DATA = Path(__file__).resolve().parents[1] / "data"
 SLURM_COMMANDS = {"sbatch", "squeue", "sacct", "scancel", "sinfo", "scontrol", "srun", "salloc", "sacctmgr"}
 
 
+class SlurmGuard:
+    """What no_real_slurm lets through: only fake Slurm commands a test wrote itself and allowed."""
+
+    def __init__(self) -> None:
+        self.fakes: set[str] = set()
+
+    def allow(self, fake: Path) -> None:
+        """Let a Slurm command run when it resolves (by path, or through PATH) to exactly `fake`."""
+        self.fakes.add(os.path.realpath(fake))
+
+    def permits(self, program: str) -> bool:
+        found = shutil.which(program)
+        return found is not None and os.path.realpath(found) in self.fakes
+
+
 @pytest.fixture(autouse=True)
-def no_real_slurm(monkeypatch: pytest.MonkeyPatch) -> None:
+def no_real_slurm(monkeypatch: pytest.MonkeyPatch) -> SlurmGuard:
     """Any real Slurm command a unit test would start is an error, whatever path reaches it."""
     real_run = subprocess.run
+    guard = SlurmGuard()
 
     def guarded_run(args, *pargs, **kwargs):  # type: ignore[no-untyped-def]
         argv = [args] if isinstance(args, (str, bytes, os.PathLike)) else list(args)
-        if os.path.basename(str(argv[0]).split()[0]) in SLURM_COMMANDS:
+        program = str(argv[0]).split()[0]
+        if os.path.basename(program) in SLURM_COMMANDS and not guard.permits(program):
             raise AssertionError(f"a unit test tried to run Slurm: {argv!r}")
         return real_run(args, *pargs, **kwargs)
 
     monkeypatch.setattr(subprocess, "run", guarded_run)
+    return guard
 
 
 @pytest.fixture
@@ -37,3 +58,28 @@ def fake_slurm() -> FakeSlurm:
 @pytest.fixture
 def data_dir() -> Path:
     return DATA
+
+
+# every signal a test of the runtime may install a handler for or send to the test process
+SANDBOXED_SIGNALS = [signal.SIGUSR1, signal.SIGUSR2, signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT,
+                     signal.SIGALRM, signal.SIGURG, signal.SIGCONT]
+
+
+@pytest.fixture
+def signal_sandbox(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """runtime.signals as if this process had never called install(), with fresh flags; afterwards
+    the previous handlers are back, so neither pytest nor the next test sees ours."""
+    from snakemake_executor_plugin_slurm_gpu.runtime import signals
+
+    saved = {signum: signal.getsignal(signum) for signum in SANDBOXED_SIGNALS}
+    monkeypatch.setattr(signals, "_owner_pid", None)
+    monkeypatch.delenv(signals.REQUEUE_SIGNAL_ENV, raising=False)
+    signals.reset()
+    try:
+        yield
+    finally:
+        signals.reset()
+        for signum, handler in saved.items():
+            if handler is not None and signal.getsignal(signum) is not handler:
+                signal.signal(signum, handler)
+        assert {signum: signal.getsignal(signum) for signum in SANDBOXED_SIGNALS} == saved

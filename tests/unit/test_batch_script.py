@@ -24,7 +24,7 @@ from snakemake_executor_plugin_slurm_gpu.batch_script import (
     render_directives,
 )
 from snakemake_executor_plugin_slurm_gpu.paths import StepPaths
-from snakemake_executor_plugin_slurm_gpu.spec import StepSpec, build_spec
+from snakemake_executor_plugin_slurm_gpu.spec import ResourceError, StepSpec, build_spec, check_launch, launch_warning
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden"
 ROOT = Path("/work/wf")  # absolute, so the scripts are the same on every machine
@@ -62,6 +62,11 @@ CASES: dict[str, Case] = {
         build_spec("train", {"gpus": 4, "nodes": 2}),
         StepPaths.of(ROOT, "train", {"model": "resnet"}),
         JobOptions(socket_ifname="ib0"),
+    ),
+    # a GPU step that opted out of the warning signal: still requeueable, no --signal line
+    "gpu_no_signal": Case(
+        build_spec("finetune", {"gpus": 1, "runtime": 60, "signal_lead_s": 0}),
+        StepPaths.of(ROOT, "finetune", {}, checkpoint_root=Path("/scratch/ckpt")),
     ),
     "hostile_wildcards": Case(
         build_spec("train", {"gpus": 2, "nodes": 2}),
@@ -259,6 +264,72 @@ def test_geometry_exports_match_the_spec() -> None:
     assert "export SLURM_GPU_STEP=train/model=resnet" in lines
     assert ("export SLURM_GPU_CHECKPOINT_DIR=/work/wf/.snakemake/slurm-gpu/checkpoints/train/model=resnet"
             in lines)
+
+
+# ---------------------------------------------------------------- requeue and the warning signal
+
+@pytest.mark.parametrize("name", [n for n in GPU_CASES if n != "gpu_no_signal"])
+def test_gpu_steps_are_requeueable_and_warned(name: str) -> None:
+    text = render(name)
+    lines = text.splitlines()
+    options = sbatch_options(text)
+    assert options.count("--signal=USR1@90") == 1
+    assert options.count("--requeue") == 1
+    # no B: prefix: the ranks get the signal, not the batch shell
+    assert not any(o.startswith("--signal=B:") for o in options)
+    assert lines.count("export SLURM_GPU_REQUEUE_SIGNAL=USR1") == 1
+    # a requeued job reruns the script into the same log: append, never truncate
+    assert "--open-mode=append" in options
+
+
+def test_gpu_step_without_signal_is_still_requeueable() -> None:
+    text = render("gpu_no_signal")
+    options = sbatch_options(text)
+    assert "--requeue" in options
+    assert not any(o.startswith("--signal") for o in options)
+    assert "SLURM_GPU_REQUEUE_SIGNAL" not in text
+
+
+def test_cpu_steps_are_neither_requeued_nor_signalled() -> None:
+    text = render("cpu")
+    assert "--requeue" not in text
+    assert "--signal" not in text
+    assert "SLURM_GPU_REQUEUE_SIGNAL" not in text
+
+
+@pytest.mark.parametrize(
+    ("requeue_signal", "lead_setting", "resources", "option", "export"),
+    [
+        pytest.param("SIGUSR2", 90, {"gpus": 1}, "--signal=USR2@90", "USR2", id="usr2-setting"),
+        pytest.param("usr1", 300, {"gpus": 1}, "--signal=USR1@300", "USR1", id="lead-setting"),
+        pytest.param("USR1", 90, {"gpus": 2, "signal_lead_s": 600}, "--signal=USR1@600", "USR1", id="rule-lead"),
+        pytest.param("10", 90, {"gpus": 1}, "--signal=USR1@90", "USR1", id="numeric"),
+    ],
+)
+def test_signal_line_follows_the_settings(requeue_signal: str, lead_setting: int, resources: dict[str, object],
+                                          option: str, export: str) -> None:
+    spec = build_spec("train", resources, requeue_signal=requeue_signal, signal_lead_s=lead_setting)
+    text = render_batch_script(spec, StepPaths.of(ROOT, "train", {}), COMMAND, JobOptions())
+    assert [o for o in sbatch_options(text) if o.startswith("--signal")] == [option]
+    assert f"export SLURM_GPU_REQUEUE_SIGNAL={export}" in text.splitlines()
+
+
+def test_single_gpu_step_without_srun_is_warned_that_it_gets_no_signal() -> None:
+    # --signal without B: reaches job steps (srun's tasks) only: a bare `python train.py` in the
+    # batch step never hears it, so the executor says so (it still resumes after a time-out)
+    spec = build_spec("finetune", {"gpus": 1})
+    assert spec.signal and not spec.distributed
+    check_launch(spec, "python train.py")  # allowed: one rank needs no srun to start
+    warning = launch_warning(spec, "python train.py")
+    assert warning and "rule 'finetune'" in warning and "srun" in warning and "HINT:" in warning
+    assert launch_warning(spec, "srun python train.py") is None
+    assert launch_warning(build_spec("prep", {}), "python prep.py") is None
+
+
+def test_signal_and_requeue_come_before_slurm_extra() -> None:
+    # slurm_extra is last so that a user's word never silently overrides a managed one
+    options = sbatch_options(render("slurm_extra"))
+    assert options.index("--signal=USR1@90") < options.index("--requeue") < options.index("--exclusive")
 
 
 @pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash to check syntax")

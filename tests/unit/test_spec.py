@@ -15,6 +15,7 @@ from snakemake_executor_plugin_slurm_gpu.spec import (
     build_spec,
     check_capacity,
     check_launch,
+    check_signal,
     parse_slurm_extra,
 )
 
@@ -163,6 +164,103 @@ def test_mem_mb_is_dropped_not_checked_when_mem_mb_per_cpu_is_set() -> None:
     # mem_mb is not validated when mem_mb_per_cpu replaces it: it is dropped, not submitted
     spec = build_spec(RULE, {"mem_mb_per_cpu": 1000, "mem_mb": "whatever"})
     assert (spec.mem_mb, spec.mem_mb_per_cpu) == (None, 1000)
+
+
+# ---------------------------------------------------------------- requeue: resumable steps and the warning signal
+
+@pytest.mark.parametrize(
+    ("resources", "kwargs", "expected"),
+    [
+        pytest.param({}, {}, dict(resumable=False, signal=None, signal_lead_s=None), id="cpu"),
+        pytest.param({"nodes": 2}, {}, dict(resumable=False, signal=None, signal_lead_s=None), id="cpu-multinode"),
+        pytest.param({"gpus": 0}, {}, dict(resumable=False, signal=None), id="zero-gpus"),
+        # a CPU step is never signalled, whatever the rule or the settings say
+        pytest.param({"signal_lead_s": 300}, {}, dict(resumable=False, signal=None, signal_lead_s=None),
+                     id="cpu-ignores-rule-lead"),
+        pytest.param({}, dict(requeue_signal="USR2", signal_lead_s=300), dict(resumable=False, signal=None),
+                     id="cpu-ignores-settings"),
+        pytest.param({"gpus": 1}, {}, dict(resumable=True, signal="USR1", signal_lead_s=90), id="gpu-defaults"),
+        pytest.param({"gpus": 4, "nodes": 2}, {}, dict(resumable=True, signal="USR1", signal_lead_s=90),
+                     id="multinode-gpu-defaults"),
+        pytest.param({"gpu": 2}, {}, dict(resumable=True, signal="USR1"), id="gpu-synonym"),
+        pytest.param({"gpus": 1}, dict(requeue_signal="SIGUSR2", signal_lead_s=120),
+                     dict(resumable=True, signal="USR2", signal_lead_s=120), id="settings"),
+        pytest.param({"gpus": 1, "signal_lead_s": 300}, dict(signal_lead_s=120),
+                     dict(signal="USR1", signal_lead_s=300), id="rule-lead-beats-setting"),
+        pytest.param({"gpus": 1, "signal_lead_s": "600"}, {}, dict(signal_lead_s=600), id="rule-lead-digit-string"),
+        pytest.param({"gpus": 1, "signal_lead_s": 45.0}, {}, dict(signal_lead_s=45), id="rule-lead-integral-float"),
+        pytest.param({"gpus": 1, "signal_lead_s": 1}, {}, dict(signal="USR1", signal_lead_s=1), id="rule-lead-1"),
+        pytest.param({"gpus": 1, "signal_lead_s": 65535}, {}, dict(signal_lead_s=65535), id="rule-lead-max"),
+        # 0: no warning signal, but the step still checkpoints and may be requeued/resubmitted
+        pytest.param({"gpus": 1, "signal_lead_s": 0}, {}, dict(resumable=True, signal=None, signal_lead_s=None),
+                     id="rule-lead-0"),
+        pytest.param({"gpus": 1}, dict(signal_lead_s=0), dict(resumable=True, signal=None, signal_lead_s=None),
+                     id="setting-lead-0"),
+        pytest.param({"gpus": 1, "signal_lead_s": 60}, dict(signal_lead_s=0), dict(signal="USR1", signal_lead_s=60),
+                     id="rule-lead-beats-setting-0"),
+    ],
+)
+def test_build_spec_requeue(resources: dict[str, Any], kwargs: dict[str, Any], expected: dict[str, Any]) -> None:
+    spec = build_spec(RULE, resources, **kwargs)
+    assert {name: getattr(spec, name) for name in expected} == expected
+
+
+@pytest.mark.parametrize(
+    ("name", "normalised"),
+    [
+        ("USR1", "USR1"), ("usr1", "USR1"), ("SIGUSR1", "USR1"), ("sigusr1", "USR1"), (" SIGUSR2 ", "USR2"),
+        ("Usr2", "USR2"), ("SiGuSr2", "USR2"), ("10", "USR1"), ("12", "USR2"),
+    ],
+)
+def test_check_signal_normalises(name: str, normalised: str) -> None:
+    assert check_signal(name) == normalised
+    assert build_spec(RULE, {"gpus": 1}, requeue_signal=name).signal == normalised
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["", " ", "USR", "USR3", "SIGUSR", "SIG", "SIGSIGUSR1", "KILL", "SIGKILL", "STOP", "SIGSTOP", "B:USR1",
+     "USR1@90", "USR1 USR2", "100", "-10", "1.5", "USR1;rm", "USR1\tUSR2"],
+)
+def test_check_signal_refuses_garbage(name: str) -> None:
+    with pytest.raises(ValueError, match="USR1"):
+        check_signal(name)
+
+
+def test_build_spec_refuses_a_garbage_signal_setting_for_gpu_steps() -> None:
+    with pytest.raises(ValueError, match="'SIGFOO'"):
+        build_spec(RULE, {"gpus": 1}, requeue_signal="SIGFOO")
+
+
+@pytest.mark.parametrize("name", ["9", "SIG9", "19", "0", "99"])
+def test_check_signal_refuses_numbers_of_signals_it_refuses_by_name(name: str) -> None:
+    with pytest.raises(ValueError):
+        check_signal(name)
+
+
+def test_signal_lead_none_means_default() -> None:
+    assert build_spec(RULE, {"gpus": 1, "signal_lead_s": None}, signal_lead_s=120).signal_lead_s == 120
+
+
+@pytest.mark.parametrize(
+    ("resources", "kwargs", "fragment"),
+    [
+        pytest.param({"gpus": 1, "signal_lead_s": -1}, {}, "must be at least 0", id="negative"),
+        pytest.param({"gpus": 1, "signal_lead_s": "-5"}, {}, "not a whole number", id="negative-string"),
+        pytest.param({"gpus": 1, "signal_lead_s": 65536}, {}, "65536, above Slurm's limit of 65535", id="too-long"),
+        pytest.param({"gpus": 1, "signal_lead_s": 10**9}, {}, "above Slurm's limit", id="far-too-long"),
+        pytest.param({"gpus": 1, "signal_lead_s": "90s"}, {}, "not a whole number", id="with-unit"),
+        pytest.param({"gpus": 1, "signal_lead_s": 1.5}, {}, "not a whole number", id="fraction"),
+        pytest.param({"gpus": 1, "signal_lead_s": True}, {}, "not a whole number", id="bool"),
+        # the executor-wide default goes through the same check
+        pytest.param({"gpus": 1}, dict(signal_lead_s=70000), "above Slurm's limit", id="setting-too-long"),
+        pytest.param({"gpus": 1}, dict(signal_lead_s=-1), "must be at least 0", id="setting-negative"),
+    ],
+)
+def test_build_spec_refuses_signal_lead(resources: dict[str, Any], kwargs: dict[str, Any], fragment: str) -> None:
+    with pytest.raises(ResourceError) as excinfo:
+        build_spec(RULE, resources, **kwargs)
+    assert fragment in refused(excinfo, "signal_lead_s")
 
 
 # ---------------------------------------------------------------- parse_slurm_extra

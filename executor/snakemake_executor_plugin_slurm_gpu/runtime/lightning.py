@@ -1,0 +1,165 @@
+"""Lightning glue: periodic and on-signal checkpoints in the step's checkpoint directory, agreed by
+all ranks at a step boundary, and a resume path that skips damaged files.
+
+    from snakemake_executor_plugin_slurm_gpu.runtime import trainer_kwargs
+    from snakemake_executor_plugin_slurm_gpu.runtime.lightning import Resumable
+
+    resumable = Resumable(every_n_steps=100)          # installs the signal handlers at once
+    trainer = L.Trainer(max_steps=1000, callbacks=[resumable], **trainer_kwargs())
+    trainer.fit(model, loader, ckpt_path=resumable.resume_path())
+    if resumable.finished(trainer):                   # False after a requeue signal or SIGTERM
+        save_the_model()
+
+Imports torch and lightning: import this module only in the training script.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+import torch.distributed as dist
+from lightning.pytorch.plugins.environments import SLURMEnvironment
+
+from .. import checkpoints
+from . import signals
+from .environment import checkpoint_dir
+
+log = logging.getLogger(__name__)
+
+INTERRUPTED_MARKER = checkpoints.INTERRUPTED_MARKER
+# exit status of a rank that stopped for a requeue or a SIGTERM: never 0, so nothing downstream
+# mistakes an interrupted run for a finished one (Lightning <= 2.6.6 exits 0 on SIGTERM)
+INTERRUPTED_EXIT_CODE = 143
+
+
+class Interrupted(SystemExit):
+    """Training stopped early on purpose: a checkpoint is written and the job is being requeued."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(INTERRUPTED_EXIT_CODE)
+        self.reason = reason
+
+
+class Resumable(pl.Callback):
+    """Checkpoint every `every_n_steps` steps and/or `every_minutes` minutes, and right away when
+    Slurm sends the requeue signal; then rank 0 alone asks Slurm to requeue the job."""
+
+    def __init__(self, every_n_steps: int | None = 100, every_minutes: float | None = None,
+                 directory: str | Path | None = None, keep: int = 2, requeue: bool = True) -> None:
+        signals.install()  # now, not at fit(): a signal during imports or data loading must not kill us
+        self.every_n_steps = every_n_steps
+        self.every_s = None if every_minutes is None else every_minutes * 60.0
+        self.directory = Path(directory) if directory is not None else checkpoint_dir()
+        self.keep = max(keep, 1)
+        self.requeue = requeue
+        self.interrupted: str | None = None
+        self._last_save = time.monotonic()
+        self._last_saved_step: int | None = None
+
+    # ------------------------------------------------------------ resume
+    def resume_path(self) -> str | None:
+        """The newest checkpoint that verifies (periodic, on-signal or Lightning's hpc_ckpt_N), or
+        None for a fresh start. Damaged newer files are skipped, not loaded."""
+        found = checkpoints.find_resumable(self.directory)
+        if found is not None:
+            log.warning("slurm-gpu: resuming from %s", found)
+        return None if found is None else str(found)
+
+    def environment(self) -> SLURMEnvironment:
+        """A SLURMEnvironment whose own requeue handler stays off: this callback does that job."""
+        return SLURMEnvironment(auto_requeue=False)
+
+    def finished(self, trainer: pl.Trainer) -> bool:
+        """True only when fit ended by reaching its limits, not by a signal."""
+        return self.interrupted is None and not signals.received().terminate and \
+            trainer.state.status.value == "finished"
+
+    # ------------------------------------------------------------ hooks
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._last_save = time.monotonic()
+        if trainer.is_global_zero:
+            (self.directory / INTERRUPTED_MARKER).unlink(missing_ok=True)
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any,
+                           batch: Any, batch_idx: int) -> None:
+        step = trainer.global_step
+        received = signals.received()
+        periodic = bool(self.every_n_steps) and step % self.every_n_steps == 0
+        timed = self.every_s is not None and trainer.is_global_zero and \
+            time.monotonic() - self._last_save >= self.every_s
+        # one collective per step: every rank learns whether any rank got the signal, and rank 0's
+        # clock decides timed saves, so all ranks save (a collective) at the same step or none does
+        flags = torch.tensor([float(received.requeue), float(timed), float(received.terminate)])
+        if trainer.world_size > 1 and dist.is_available() and dist.is_initialized():
+            flags = flags.to(trainer.strategy.root_device)  # NCCL reduces only device tensors
+            dist.all_reduce(flags, op=dist.ReduceOp.MAX)
+        requeue, timed, terminate = (bool(f) for f in flags.cpu().tolist())
+        if terminate and not requeue:
+            # SIGTERM: the job is being killed; the last periodic checkpoint is what resumes
+            self.interrupted = "SIGTERM"
+            raise Interrupted("received SIGTERM")
+        if (periodic or timed or requeue) and step != self._last_saved_step:
+            self._save(trainer, step)
+        if requeue:
+            self.interrupted = "requeue signal"
+            self._request_requeue(trainer, step)
+            raise Interrupted(f"checkpointed at step {step} on the requeue signal")
+
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        # Lightning's SIGTERMException is a SystemExit without a code: the process would exit 0
+        if isinstance(exception, SystemExit) and exception.code in (None, 0):
+            self.interrupted = self.interrupted or type(exception).__name__
+            exception.code = INTERRUPTED_EXIT_CODE
+
+    # ------------------------------------------------------------ actions
+    def _save(self, trainer: pl.Trainer, step: int) -> None:
+        final = self.directory / f"step-{step:09d}.ckpt"
+        tmp = self.directory / f".tmp-step-{step:09d}.ckpt"  # the same name on every rank; rank 0 writes
+        # collective: every rank takes part, rank 0 writes. Lightning may stage the bytes through
+        # $TMPDIR; the rename onto the final name happens inside the directory, so it is atomic
+        trainer.save_checkpoint(tmp)
+        if trainer.is_global_zero:
+            os.replace(tmp, final)
+            checkpoints.write_manifest(final, step)
+            self._prune()
+        trainer.strategy.barrier("slurm-gpu checkpoint")
+        self._last_save = time.monotonic()
+        self._last_saved_step = step
+
+    def _prune(self) -> None:
+        ours = sorted(self.directory.glob("step-*.ckpt"))
+        for old in ours[:-self.keep]:
+            old.unlink(missing_ok=True)
+            Path(f"{old}.json").unlink(missing_ok=True)
+
+    def _request_requeue(self, trainer: pl.Trainer, step: int) -> None:
+        if not trainer.is_global_zero:
+            return
+        job_id = os.environ.get("SLURM_ARRAY_JOB_ID") and \
+            f"{os.environ['SLURM_ARRAY_JOB_ID']}_{os.environ.get('SLURM_ARRAY_TASK_ID', '')}" or \
+            os.environ.get("SLURM_JOB_ID")
+        marker = {"job_id": job_id, "step": step, "signals": signals.received().names,
+                  "at": datetime.now(timezone.utc).isoformat(), "requeued": False}
+        if self.requeue and job_id:
+            restarts = int(os.environ.get("SLURM_RESTART_COUNT") or 0)
+            limit = int(os.environ.get("SLURM_GPU_MAX_REQUEUES") or 1000)
+            if restarts < limit:
+                try:
+                    done = subprocess.run(["scontrol", "requeue", job_id], capture_output=True, text=True,
+                                          timeout=60, check=False)
+                    marker["requeued"] = done.returncode == 0
+                    if done.returncode:
+                        log.warning("slurm-gpu: scontrol requeue %s failed: %s", job_id, done.stderr.strip())
+                except (OSError, subprocess.SubprocessError) as e:
+                    log.warning("slurm-gpu: scontrol requeue %s failed: %s", job_id, e)
+        # the executor reads this when the job ends without Slurm having requeued it, and resubmits
+        checkpoints.atomic_write_bytes(self.directory / INTERRUPTED_MARKER, json.dumps(marker).encode())

@@ -1,0 +1,33 @@
+#!/bin/bash
+# slurm-gpu: step finetune/all (rule finetune); submitted as: sbatch --parsable <this file>
+#SBATCH --job-name=sg-finetune
+#SBATCH --output=/work/wf/.snakemake/slurm-gpu/logs/finetune/all/%j.log
+#SBATCH --open-mode=append
+#SBATCH --chdir=/work/wf
+#SBATCH --export=ALL
+#SBATCH --nodes=1
+#SBATCH --ntasks-per-node=1
+#SBATCH --gpus-per-node=1
+#SBATCH --cpus-per-task=1
+#SBATCH --time=60
+#SBATCH --requeue
+#SBATCH --comment="slurm-gpu step=finetune/all"
+
+export PYTHONFAULTHANDLER=1
+export SLURM_GPU_STEP=finetune/all
+export SLURM_GPU_NODES=1
+export SLURM_GPU_GPUS_PER_NODE=1
+export SLURM_GPU_TASKS_PER_NODE=1
+export SLURM_GPU_CHECKPOINT_DIR=/scratch/ckpt/finetune/all
+mkdir -p "$SLURM_GPU_CHECKPOINT_DIR"
+# rank 0 runs on the first host of the allocation
+MASTER_ADDR=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)
+export MASTER_ADDR
+# Lightning's own formula (15000 + last 4 digits of the job id): the same port whichever side
+# computes it, and the same again after a requeue
+export MASTER_PORT=$(( 15000 + 10#$(printf '%s' "$SLURM_JOB_ID" | tail -c 4) ))
+
+echo "[slurm-gpu] job $SLURM_JOB_ID on $SLURM_JOB_NODELIST, restart ${SLURM_RESTART_COUNT:-0}, $(date -Is)"
+# the inner Snakemake runs in the batch step itself, with the SLURM_* environment intact, so
+# the rule's own srun gets the whole allocation
+python -m snakemake --snakefile /work/wf/Snakefile --target-jobs 'STEP' --cores all --mode remote --executor local
