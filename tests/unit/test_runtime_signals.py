@@ -273,3 +273,13 @@ def test_a_child_that_installs_itself_records_its_own_signals() -> None:
 
     assert _in_child(body) == {"requeue": True, "terminate": False, "names": ["SIGUSR1"]}
     assert signals.received().names == []
+
+
+def test_at_exit_the_requeue_signal_is_ignored_not_fatal() -> None:
+    # interpreter shutdown resets Python handlers to the default (terminate for SIGUSR1) but leaves
+    # ignored signals ignored: a late time-limit warning must not kill a rank that already finished
+    signals.install()
+    signals._ignore_requeue_signal_at_exit()
+    assert signal.getsignal(signal.SIGUSR1) is signal.SIG_IGN
+    os.kill(os.getpid(), signal.SIGUSR1)  # would end pytest if it were fatal
+    assert signals.received().names == []

@@ -7,6 +7,7 @@ Lightning's in-handler save and barrier deadlock (Lightning #21406).
 
 from __future__ import annotations
 
+import atexit
 import os
 import signal
 import threading
@@ -60,6 +61,19 @@ def install() -> None:
         signal.signal(requeue_signal(), _record)
         signal.signal(signal.SIGTERM, _record)
         _owner_pid = os.getpid()  # only once both handlers are in place, so a failed install can be retried
+        atexit.register(_ignore_requeue_signal_at_exit)
+
+
+def _ignore_requeue_signal_at_exit() -> None:
+    # Interpreter shutdown puts Python-level handlers back to the default, and the default action
+    # of SIGUSR1 is to terminate: a time-limit warning arriving after training finished would kill
+    # a rank that has already written its results, and the step would fail. An ignored signal is
+    # left ignored through shutdown.
+    if os.getpid() == _owner_pid:
+        try:
+            signal.signal(requeue_signal(), signal.SIG_IGN)
+        except (ValueError, OSError):
+            pass
 
 
 def received() -> Received:
