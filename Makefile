@@ -9,7 +9,7 @@ NODES ?= 2
 GPUS ?= 2
 CPUS ?= 4
 
-.PHONY: venv cluster-up cluster-down demo test test-unit test-cluster
+.PHONY: venv cluster-up cluster-down demo test test-unit test-cluster bench
 
 venv: $(VENV)/.installed
 
@@ -42,3 +42,7 @@ test-cluster: venv cluster-up
 # Slurm is down, and tests/cluster/conftest.py fails the run if none of them ran
 test: venv cluster-up
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m pytest tests -v -rfE --durations=15 || { bash cluster/diagnose.sh; exit 1; }
+
+# figures, not assertions: what preemptions and hard stops cost a training step (see benchmarks/)
+bench: venv cluster-up
+	$(PY) benchmarks/resume_cost.py

@@ -29,6 +29,7 @@ from snakemake_executor_plugin_slurm_gpu.runtime.lightning import Resumable
 # fault-injection knobs for the resume tests: stretch each step, or raise at a given step
 STEP_SLEEP_S = float(os.environ.get("TRAIN_STEP_SLEEP_S", "0"))
 FAIL_AT_STEP = int(os.environ.get("TRAIN_FAIL_AT_STEP", "-1"))
+PROGRESS_EVERY = int(os.environ.get("TRAIN_PROGRESS_EVERY", "0"))  # timestamped progress lines (benchmarks)
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from model import build_model  # noqa: E402
@@ -49,6 +50,8 @@ class DigitClassifier(L.LightningModule):
         loss = torch.nn.functional.cross_entropy(self.net(x), y)
         if self.global_step % 100 == 0 and self.global_rank == 0:
             print(f"global_step={self.global_step} loss={loss.item():.4f}", flush=True)
+        if PROGRESS_EVERY and self.global_step % PROGRESS_EVERY == 0 and self.global_rank == 0:
+            print(f"progress global_step={self.global_step} t={time.time():.3f}", flush=True)
         return loss
 
     def configure_optimizers(self):
@@ -56,7 +59,7 @@ class DigitClassifier(L.LightningModule):
 
     def on_load_checkpoint(self, checkpoint) -> None:
         if self.global_rank == 0:
-            print(f"resumed_from global_step={checkpoint.get('global_step')}", flush=True)
+            print(f"resumed_from global_step={checkpoint.get('global_step')} t={time.time():.3f}", flush=True)
 
     def on_train_start(self) -> None:
         # one line per rank: the proof that every rank joined the same world

@@ -1,0 +1,163 @@
+"""What a stop costs a training step under slurm-gpu, on the local cluster: training steps lost, and time
+from the stop to training running again, next to Slurm's own requeue turnaround (the gap between the
+stopped run's end and the next run's start, from sacct) measured in the same run.
+
+    .venv/bin/python benchmarks/resume_cost.py [--steps 400] [--step-sleep 0.1] [--only preemption,...]
+
+Runs workflows/train-eval once per scenario in a temporary directory through `snakemake --executor
+slurm-gpu`, stops its training step once after its first periodic checkpoint, and prints a table (and
+writes benchmarks/results/resume_cost.json). Figures, not assertions: nothing here fails on a number.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+VENV_BIN = Path(sys.executable).parent
+LOGS = Path(".snakemake/slurm-gpu/logs/train/all")
+CKPT = Path(".snakemake/slurm-gpu/checkpoints/train/all")
+
+
+def slurm(*argv: str) -> str:
+    return subprocess.run(list(argv), capture_output=True, text=True, check=True, timeout=60).stdout
+
+
+def jobs(workdir: Path) -> list[str]:
+    return sorted((p.stem for p in (workdir / LOGS).glob("*.log")), key=int)
+
+
+def log_text(workdir: Path) -> str:
+    return "".join((workdir / LOGS / f"{j}.log").read_text(errors="replace") for j in jobs(workdir))
+
+
+def progress(text: str) -> list[tuple[int, float]]:
+    return [(int(s), float(t)) for s, t in re.findall(r"(?:progress|resumed_from) global_step=(\d+) t=([\d.]+)", text)]
+
+
+def segments(job_ids: list[str]) -> list[tuple[str, float, float]]:
+    rows = []
+    for job in job_ids:
+        out = slurm("sacct", "-n", "-P", "-X", "--duplicates", f"-j{job}", "--format=State,Start,End")
+        for line in out.splitlines():
+            state, start, end = line.split("|")
+            if start in ("Unknown", "None") or end in ("Unknown", "None"):
+                continue
+            ts = [datetime.fromisoformat(x).timestamp() for x in (start, end)]
+            rows.append((state, ts[0], ts[1]))
+    return rows
+
+
+def wait_for(predicate, timeout_s: float):
+    end = time.monotonic() + timeout_s
+    while time.monotonic() < end:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise TimeoutError
+
+
+def running_with_checkpoint(workdir: Path) -> str | None:
+    ids = jobs(workdir)
+    if not ids or not list((workdir / CKPT).glob("step-*.ckpt.json")):
+        return None
+    state = slurm("squeue", "-h", "--states=all", f"-j{ids[-1]}", "-o", "%T").strip()
+    # stop a little after the checkpoint so that a hard stop has steps to lose
+    return ids[-1] if state == "RUNNING" and progress(log_text(workdir))[-1][0] % 50 >= 20 else None
+
+
+def stop(scenario: str, job: str) -> None:
+    if scenario == "signalled preemption":
+        slurm("sbatch", "-p", "urgent", "-N2", "--ntasks-per-node=4", "-J", "urgent", "-o", "/dev/null",
+              "--wrap=sleep 3")
+    elif scenario == "scontrol requeue (no signal)":
+        slurm("scontrol", "requeue", job)
+    elif scenario == "node failure (slurmd killed)":
+        os.kill(int(Path("/run/slurmd-n2.pid").read_text()), 9)
+
+
+def run_scenario(scenario: str, steps: int, step_sleep: float) -> dict[str, object]:
+    workdir = Path(tempfile.mkdtemp(prefix="resume-cost-")) / "train-eval"
+    shutil.copytree(REPO / "workflows/train-eval", workdir,
+                    ignore=shutil.ignore_patterns(".snakemake", "results", "data", "__pycache__"))
+    args = [str(VENV_BIN / "snakemake"), "--profile", str(REPO / "profiles/slurm-gpu"), "--config", f"max_steps={steps}"]
+    if scenario == "time-out, resubmitted":
+        args += ["--set-resources", "train:runtime=1", "train:signal_lead_s=0"]
+    env = {**os.environ, "PATH": f"{VENV_BIN}:{os.environ['PATH']}", "TRAIN_STEP_SLEEP_S": str(step_sleep),
+           "TRAIN_PROGRESS_EVERY": "5"}
+    started = time.time()
+    with open(workdir / "snakemake.txt", "w") as out:
+        proc = subprocess.Popen(args, cwd=workdir, env=env, stdout=out, stderr=subprocess.STDOUT)
+        stop_t = None
+        if scenario != "time-out, resubmitted":
+            job = wait_for(lambda: running_with_checkpoint(workdir), 300)
+            stop_t = time.time()
+            stop(scenario, job)
+            if scenario.startswith("node failure"):
+                wait_for(lambda: "NODE_FAIL" in [s for s, _, _ in segments([job])], 120)
+                subprocess.run(["bash", str(REPO / "cluster/up.sh")], check=True, capture_output=True)
+        rc = proc.wait(timeout=1200)
+    text = log_text(workdir)
+    segs = segments(jobs(workdir))
+    if stop_t is None:  # the time-out: the stop is the end of the first run
+        stop_t = segs[0][2]
+    first_resume = text.find("resumed_from global_step=")
+    before = [s for s, _ in progress(text[:first_resume])] if first_resume >= 0 else []
+    resumed = [int(s) for s in re.findall(r"resumed_from global_step=(\d+)", text)]
+    again = [t for _, t in progress(text[first_resume:])][1:] if first_resume >= 0 else []
+    gap = [nxt[1] - cur[2] for cur, nxt in zip(segs, segs[1:])]
+    return {
+        "scenario": scenario, "ok": rc == 0, "slurm_jobs": len(jobs(workdir)),
+        "segments": [s for s, _, _ in segs],
+        "step_at_stop": max(before) if before else None,
+        "resumed_from": resumed[0] if resumed else None,
+        # progress is printed every 5 steps: a hard stop's loss is known to within 5 steps
+        "steps_lost": (max(before) - resumed[0]) if before and resumed else None,
+        "stop_to_training_s": round(again[0] - stop_t, 1) if again else None,
+        "slurm_turnaround_s": round(gap[0], 1) if gap else None,
+        "wall_s": round(time.time() - started, 1),
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--steps", type=int, default=400)
+    ap.add_argument("--step-sleep", type=float, default=0.1)
+    ap.add_argument("--only", default="", help="comma-separated scenario name prefixes")
+    args = ap.parse_args()
+    scenarios = ["signalled preemption", "scontrol requeue (no signal)", "node failure (slurmd killed)",
+                 "time-out, resubmitted"]
+    if args.only:
+        scenarios = [s for s in scenarios if any(s.startswith(p.strip()) for p in args.only.split(","))]
+    results = []
+    for scenario in scenarios:
+        print(f"... {scenario}", flush=True)
+        results.append(run_scenario(scenario, args.steps, args.step_sleep))
+    head = f"{'scenario':32} {'ok':>3} {'jobs':>4} {'stop@':>6} {'resume@':>7} {'lost':>5} {'stop->train s':>13} {'slurm gap s':>11}"
+    print("\n" + head + "\n" + "-" * len(head))
+    for r in results:
+        print(f"{r['scenario']:32} {'yes' if r['ok'] else 'NO':>3} {r['slurm_jobs']:>4} {str(r['step_at_stop']):>6} "
+              f"{str(r['resumed_from']):>7} {str(r['steps_lost']):>5} {str(r['stop_to_training_s']):>13} "
+              f"{str(r['slurm_turnaround_s']):>11}")
+    print("\nstop@: last step the stopped run printed (every 5 steps); lost = stop@ - resume@;"
+          " stop->train: stop to the first step trained after resuming; slurm gap: end of the stopped run"
+          " to the start of the next (sacct)")
+    out = REPO / "benchmarks/results/resume_cost.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"steps": args.steps, "step_sleep_s": args.step_sleep, "results": results}, indent=2))
+    print(f"written {out}")
+
+
+if __name__ == "__main__":
+    main()
