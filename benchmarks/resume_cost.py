@@ -73,8 +73,10 @@ def running_with_checkpoint(workdir: Path) -> str | None:
     if not ids or not list((workdir / CKPT).glob("step-*.ckpt.json")):
         return None
     state = slurm("squeue", "-h", "--states=all", f"-j{ids[-1]}", "-o", "%T").strip()
-    # stop a little after the checkpoint so that a hard stop has steps to lose
-    return ids[-1] if state == "RUNNING" and progress(log_text(workdir))[-1][0] % 50 >= 20 else None
+    # stop 20 steps past the newest checkpoint, so that a hard stop has steps to lose
+    points = progress(log_text(workdir))
+    newest = max(int(m) for p in (workdir / CKPT).glob("step-*.ckpt.json") for m in re.findall(r"step-(\d+)", p.name))
+    return ids[-1] if state == "RUNNING" and points and newest + 20 <= points[-1][0] < newest + 40 else None
 
 
 def stop(scenario: str, job: str) -> None:
@@ -93,9 +95,11 @@ def run_scenario(scenario: str, steps: int, step_sleep: float) -> dict[str, obje
                     ignore=shutil.ignore_patterns(".snakemake", "results", "data", "__pycache__"))
     args = [str(VENV_BIN / "snakemake"), "--profile", str(REPO / "profiles/slurm-gpu"), "--config", f"max_steps={steps}"]
     if scenario == "time-out, resubmitted":
-        args += ["--set-resources", "train:runtime=1", "train:signal_lead_s=0"]
+        # a 1-minute limit, no warning signal, and twice as much training as fits in it
+        args = args[:-1] + [f"max_steps={int(120 / step_sleep)}", "--set-resources", "train:runtime=1",
+                            "train:signal_lead_s=0"]
     env = {**os.environ, "PATH": f"{VENV_BIN}:{os.environ['PATH']}", "TRAIN_STEP_SLEEP_S": str(step_sleep),
-           "TRAIN_PROGRESS_EVERY": "5"}
+           "TRAIN_PROGRESS_EVERY": "1"}
     started = time.time()
     with open(workdir / "snakemake.txt", "w") as out:
         proc = subprocess.Popen(args, cwd=workdir, env=env, stdout=out, stderr=subprocess.STDOUT)
@@ -122,8 +126,8 @@ def run_scenario(scenario: str, steps: int, step_sleep: float) -> dict[str, obje
         "segments": [s for s, _, _ in segs],
         "step_at_stop": max(before) if before else None,
         "resumed_from": resumed[0] if resumed else None,
-        # progress is printed every 5 steps: a hard stop's loss is known to within 5 steps
-        "steps_lost": (max(before) - resumed[0]) if before and resumed else None,
+        # a checkpoint taken at the signal can be a step past the last one printed: nothing lost then
+        "steps_lost": max(0, max(before) - resumed[0]) if before and resumed else None,
         "stop_to_training_s": round(again[0] - stop_t, 1) if again else None,
         "slurm_turnaround_s": round(gap[0], 1) if gap else None,
         "wall_s": round(time.time() - started, 1),
@@ -150,7 +154,7 @@ def main() -> None:
         print(f"{r['scenario']:32} {'yes' if r['ok'] else 'NO':>3} {r['slurm_jobs']:>4} {str(r['step_at_stop']):>6} "
               f"{str(r['resumed_from']):>7} {str(r['steps_lost']):>5} {str(r['stop_to_training_s']):>13} "
               f"{str(r['slurm_turnaround_s']):>11}")
-    print("\nstop@: last step the stopped run printed (every 5 steps); lost = stop@ - resume@;"
+    print("\nstop@: last step the stopped run finished; lost = stop@ - resume@ (0 if it resumed past it);"
           " stop->train: stop to the first step trained after resuming; slurm gap: end of the stopped run"
           " to the start of the next (sacct)")
     out = REPO / "benchmarks/results/resume_cost.json"

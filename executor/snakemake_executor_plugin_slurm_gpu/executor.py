@@ -190,9 +190,15 @@ class Executor(RemoteExecutor):
             except OSError:
                 inputs[str(name)] = None
         params = getattr(job, "params", None)
-        shell = getattr(job, "shellcmd", None) or ""
-        code_files = [w for w in shlex.split(shell, posix=True) if Path(w).suffix in CODE_SUFFIXES
-                      and Path(w).is_file()] if shell else []
+        try:
+            shell = job.shellcmd or ""
+        except Exception:  # noqa: BLE001 - Snakemake raises RuleException for unformattable commands
+            shell = ""
+        try:
+            words = shlex.split(shell, posix=True)
+        except ValueError:  # unbalanced quotes in a heredoc or similar: words are only hints here
+            words = shell.split()
+        code_files = [w for w in words if Path(w).suffix in CODE_SUFFIXES and Path(w).is_file()]
         script = getattr(job.rule, "script", None)
         if script and Path(str(script)).is_file():
             code_files.append(str(script))
