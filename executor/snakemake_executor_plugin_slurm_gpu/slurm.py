@@ -11,7 +11,7 @@ import re
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Mapping, Sequence
+from typing import Callable, Iterable, Sequence
 
 # Messages that mean "try again later": the controller or the accounting daemon is busy or away.
 _TRANSIENT = re.compile(
@@ -175,10 +175,3 @@ def parse_sinfo(stdout: str) -> tuple[dict[str, int], str | None]:
         gpus[name] = max(gpus.get(name, 0), count)
     return gpus, default
 
-
-def merge_records(*sources: Mapping[str, JobRecord]) -> dict[str, JobRecord]:
-    """Later sources win: sacct's verdict on a job that left the queue beats nothing."""
-    merged: dict[str, JobRecord] = {}
-    for source in sources:
-        merged.update(source)
-    return merged

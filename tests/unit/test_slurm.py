@@ -92,17 +92,6 @@ def test_parse_sacct_skips_lines_it_cannot_trust(line: str) -> None:
     assert slurm.parse_sacct(line + "\n") == {}
 
 
-def test_merge_records_later_source_wins() -> None:
-    squeue = {"5": JobRecord("5", "RUNNING"), "6": JobRecord("6", "PENDING")}
-    sacct = {"6": JobRecord("6", "COMPLETED", exit_code="0:0"), "7": JobRecord("7", "FAILED")}
-    merged = slurm.merge_records(squeue, sacct)
-    assert merged == {"5": squeue["5"], "6": sacct["6"], "7": sacct["7"]}
-    assert squeue == {"5": JobRecord("5", "RUNNING"), "6": JobRecord("6", "PENDING")}  # inputs untouched
-
-
-# ---------------------------------------------------------------- sinfo
-
-
 def test_parse_sinfo_recorded(data_dir: Path) -> None:
     gpus, default = slurm.parse_sinfo((data_dir / "sinfo_mixed.txt").read_text())
     assert default == "debug"
