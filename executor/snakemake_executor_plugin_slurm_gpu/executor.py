@@ -22,7 +22,7 @@ from snakemake_interface_executor_plugins.utils import encode_target_jobs_cli_ar
 from . import checkpoints, logs, slurm
 from .batch_script import JobOptions, render_batch_script
 from .paths import StepPaths
-from .policy import Act, Budgets, JobWatch, Limits, StepHistory
+from .policy import Act, Budgets, JobWatch, Limits, StepHistory, Stop
 from .settings import ExecutorSettings
 from .spec import (ClusterInfo, ResourceError, StepSpec, build_spec, check_capacity, check_launch, check_signal,
                    launch_warning)
@@ -31,6 +31,10 @@ from .status import Outcome, StatusQuery, classify
 LOG_TAIL_LINES = 20
 # files named in a shell command whose content is code: a change invalidates checkpoints
 CODE_SUFFIXES = {".py", ".sh", ".R", ".r", ".jl", ".yaml", ".yml", ".json", ".toml"}
+
+
+class SubmitError(RuntimeError):
+    """sbatch refused a step (or printed no job id); the message carries its argv and stderr."""
 
 
 class Executor(RemoteExecutor):
@@ -129,6 +133,7 @@ class Executor(RemoteExecutor):
         if SharedFSUsage.INPUT_OUTPUT in self.workflow.storage_settings.shared_fs_usage:
             wait_for = [self.tmpdir, *job.get_wait_for_files()]
             if len(wait_for) > 20:
+                paths.script_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
                 listing = paths.script_dir / f"wait-for-files-{job.jobid}.txt"
                 listing.write_text("\n".join(str(f) for f in wait_for) + "\n")
                 words += ["--wait-for-files-file", str(listing)]
@@ -151,7 +156,7 @@ class Executor(RemoteExecutor):
         return script
 
     def _submit(self, job: JobExecutorInterface, spec: StepSpec, paths: StepPaths) -> str:
-        """Write the step's batch script and sbatch it; the Slurm job id. Raises SlurmError/ValueError."""
+        """Write the step's batch script and sbatch it; the Slurm job id. Raises SubmitError."""
         history = self._history.setdefault(paths.key, StepHistory())
         # one live Slurm job per step, whatever asks for another one (a resubmission, --retries)
         with self._live_lock:
@@ -167,7 +172,7 @@ class Executor(RemoteExecutor):
         try:
             job_id = slurm.parse_sbatch(self._slurm(slurm.sbatch_argv(script)))
         except (slurm.SlurmError, ValueError) as e:
-            raise type(e)(f"could not submit {script}: {e}") from None
+            raise SubmitError(f"could not submit {script}: {e}") from None
         history.job_ids.append(job_id)
         with self._live_lock:
             self._live.add(job_id)
@@ -233,12 +238,12 @@ class Executor(RemoteExecutor):
                                     f"{paths.checkpoint_dir}: {e}") from None
         try:
             job_id = self._submit(job, spec, paths)
-        except (slurm.SlurmError, ValueError) as e:
+        except SubmitError as e:
             self.report_job_error(SubmittedJobInfo(job), msg=f"slurm-gpu: step {paths.key}: {e}")
             return
         self.report_job_submission(SubmittedJobInfo(job, external_jobid=job_id, aux={"paths": paths, "spec": spec}))
 
-    def _resubmit(self, job_info: SubmittedJobInfo, reason: str, stop) -> SubmittedJobInfo | None:
+    def _resubmit(self, job_info: SubmittedJobInfo, reason: str, stop: Stop) -> SubmittedJobInfo | None:
         """A new Slurm job for a step whose job was stopped from outside; None if that failed."""
         paths, spec = job_info.aux["paths"], job_info.aux["spec"]
         old = job_info.external_jobid
@@ -246,7 +251,7 @@ class Executor(RemoteExecutor):
         self.logger.info(f"slurm-gpu: step {paths.key}, Slurm job {old}: {reason}")
         try:
             job_id = self._submit(job_info.job, spec, paths)
-        except (slurm.SlurmError, ValueError) as e:
+        except SubmitError as e:
             self.report_job_error(job_info, msg=f"slurm-gpu: step {paths.key}: resubmission failed: {e}")
             return None
         history = self._history[paths.key]

@@ -86,3 +86,20 @@ def test_ctrl_c_cancels_the_runs_slurm_jobs(cluster, tmp_path):
         _wait_for(lambda: _state(job).startswith("CANCELLED"), timeout_s=30, what=f"job {job} to be cancelled")
     except AssertionError as e:
         raise AssertionError(f"{e}; Snakemake printed:\n{output}") from None
+
+
+SBATCH_REFUSES = '''
+rule refused:
+    output: "never.txt"
+    resources: runtime=5, slurm_extra="--reservation=no-such-reservation"
+    shell: "touch {output}"
+'''
+
+
+def test_step_that_sbatch_refuses_fails_with_sbatchs_words(cluster, tmp_path):
+    workdir = write_workflow(tmp_path / "wf", SBATCH_REFUSES)
+    run = snakemake(workdir)
+    assert run.returncode != 0
+    assert "slurm-gpu: step refused/all: could not submit" in run.output
+    assert "sbatch --parsable" in run.output and "reservation" in run.output.lower()
+    assert run.jobs("refused") == []
