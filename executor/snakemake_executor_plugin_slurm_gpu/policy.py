@@ -95,7 +95,7 @@ class JobWatch:
         if seen is None or seen.outcome != outcome:
             seen = self._seen[job_id] = _Seen(outcome, now)
         held_for = now - seen.since
-        action = decide(verdict, held_for, self.limits, history or StepHistory(), budgets or Budgets(), resumable,
+        action = decide(verdict, held_for, self.limits, history, budgets, resumable,
                         checkpointed_for_requeue)
         if action.act is not Act.WAIT:
             self._seen.pop(job_id, None)

@@ -35,7 +35,6 @@ from .environment import checkpoint_dir
 
 log = logging.getLogger(__name__)
 
-INTERRUPTED_MARKER = checkpoints.INTERRUPTED_MARKER
 # exit status of a rank that stopped for a requeue or a SIGTERM: never 0, so nothing downstream
 # mistakes an interrupted run for a finished one (Lightning <= 2.6.6 exits 0 on SIGTERM)
 INTERRUPTED_EXIT_CODE = 143
@@ -87,7 +86,7 @@ class Resumable(pl.Callback):
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._last_save = time.monotonic()
         if trainer.is_global_zero:
-            (self.directory / INTERRUPTED_MARKER).unlink(missing_ok=True)
+            (self.directory / checkpoints.INTERRUPTED_MARKER).unlink(missing_ok=True)
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any,
                            batch: Any, batch_idx: int) -> None:
@@ -144,22 +143,24 @@ class Resumable(pl.Callback):
     def _request_requeue(self, trainer: pl.Trainer, step: int) -> None:
         if not trainer.is_global_zero:
             return
-        job_id = os.environ.get("SLURM_ARRAY_JOB_ID") and \
-            f"{os.environ['SLURM_ARRAY_JOB_ID']}_{os.environ.get('SLURM_ARRAY_TASK_ID', '')}" or \
-            os.environ.get("SLURM_JOB_ID")
+        # the marker names the job id the executor knows (SLURM_JOB_ID, an array task's own id too);
+        # scontrol is given the array form so that only this task is requeued (Lightning #15022)
+        job_id = os.environ.get("SLURM_JOB_ID")
+        array_id, task_id = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
+        target = f"{array_id}_{task_id}" if array_id and task_id else job_id
         marker = {"job_id": job_id, "step": step, "signals": signals.received().names,
                   "at": datetime.now(timezone.utc).isoformat(), "requeued": False}
-        if self.requeue and job_id:
+        if self.requeue and target:
             restarts = int(os.environ.get("SLURM_RESTART_COUNT") or 0)
             limit = int(os.environ.get("SLURM_GPU_MAX_REQUEUES") or 1000)
             if restarts < limit:
                 try:
-                    done = subprocess.run(["scontrol", "requeue", job_id], capture_output=True, text=True,
+                    done = subprocess.run(["scontrol", "requeue", target], capture_output=True, text=True,
                                           timeout=60, check=False)
                     marker["requeued"] = done.returncode == 0
                     if done.returncode:
-                        log.warning("slurm-gpu: scontrol requeue %s failed: %s", job_id, done.stderr.strip())
+                        log.warning("slurm-gpu: scontrol requeue %s failed: %s", target, done.stderr.strip())
                 except (OSError, subprocess.SubprocessError) as e:
-                    log.warning("slurm-gpu: scontrol requeue %s failed: %s", job_id, e)
+                    log.warning("slurm-gpu: scontrol requeue %s failed: %s", target, e)
         # the executor reads this when the job ends without Slurm having requeued it, and resubmits
-        checkpoints.atomic_write_bytes(self.directory / INTERRUPTED_MARKER, json.dumps(marker).encode())
+        checkpoints.atomic_write_bytes(self.directory / checkpoints.INTERRUPTED_MARKER, json.dumps(marker).encode())
