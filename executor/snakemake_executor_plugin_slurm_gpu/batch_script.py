@@ -101,7 +101,8 @@ def render_environment(spec: StepSpec, paths: StepPaths, options: JobOptions) ->
         f"export SLURM_GPU_TASKS_PER_NODE={spec.tasks_per_node}",
         f"export SLURM_GPU_CHECKPOINT_DIR={q(str(paths.checkpoint_dir))}",
         *([f"export SLURM_GPU_REQUEUE_SIGNAL={spec.signal}"] if spec.signal else []),
-        'mkdir -p "$SLURM_GPU_CHECKPOINT_DIR"',
+        # private whatever the job's umask; the subshell keeps the rule's own files under its umask
+        '(umask 077 && mkdir -p "$SLURM_GPU_CHECKPOINT_DIR")',
     ]
     if spec.distributed or spec.uses_gpus:
         lines += [
@@ -122,7 +123,7 @@ def render_batch_script(spec: StepSpec, paths: StepPaths, command: str, options:
     """The whole batch script. `command` is the inner Snakemake call, already shell-quoted."""
     lines = [
         "#!/bin/bash",
-        f"# slurm-gpu: step {paths.key} (rule {spec.rule}); submitted as: sbatch --parsable <this file>",
+        f"# slurm-gpu: step {paths.key} (rule {spec.rule}); submitted on the standard input of sbatch --parsable",
         *render_directives(spec, paths, options),
         "",
         *render_environment(spec, paths, options),

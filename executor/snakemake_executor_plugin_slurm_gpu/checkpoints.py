@@ -31,6 +31,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterable, Iterator, Mapping
 
+from . import private
+
 logger = logging.getLogger(__name__)
 
 CHECKPOINT_SUFFIX = ".ckpt"
@@ -289,7 +291,16 @@ def newest_valid_checkpoint(directory: str | Path) -> CheckpointInfo | None:
 
 
 def find_resumable(directory: str | Path) -> Path | None:
-    """The checkpoint to resume from: the newest valid one in `directory`, or None to start afresh."""
+    """The checkpoint to resume from: the newest valid one in `directory`, or None to start afresh.
+
+    Raises private.UntrustedPath when the directory or a checkpoint in it could have been written by
+    someone else (see private.check_checkpoint_dir): loading a checkpoint runs the code it carries,
+    and starting afresh instead would write over the evidence."""
+    try:
+        private.check_checkpoint_dir(directory)
+    except private.UntrustedPath as e:
+        raise private.UntrustedPath(e.path, f"{e.problem}; slurm-gpu refuses to resume from it (loading a "
+                                            "checkpoint runs the code inside it)", e.fix) from None
     info = newest_valid_checkpoint(directory)
     return info.path if info is not None else None
 

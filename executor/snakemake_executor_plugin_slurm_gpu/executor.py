@@ -19,7 +19,7 @@ from snakemake_interface_executor_plugins.jobs import JobExecutorInterface
 from snakemake_interface_executor_plugins.settings import SharedFSUsage
 from snakemake_interface_executor_plugins.utils import encode_target_jobs_cli_args
 
-from . import checkpoints, logs, slurm
+from . import checkpoints, logs, private, slurm
 from .batch_script import JobOptions, render_batch_script
 from .paths import StepPaths
 from .policy import Act, Budgets, JobWatch, Limits, StepHistory, Stop
@@ -58,10 +58,11 @@ class Executor(RemoteExecutor):
         except ValueError as e:
             raise WorkflowError(f"slurm-gpu: setting requeue-signal: {e}") from None
         self._warned_rules: set[str] = set()
+        self._unknown_states: set[tuple[str, str]] = set()
 
     # ------------------------------------------------------------ Slurm
-    def _slurm(self, argv: Sequence[str]) -> str:
-        return slurm.run(argv, timeout_s=self.settings.slurm_timeout_s)
+    def _slurm(self, argv: Sequence[str], stdin: str | None = None) -> str:
+        return slurm.run(argv, timeout_s=self.settings.slurm_timeout_s, stdin=stdin)
 
     def _cluster_info(self) -> ClusterInfo:
         """Partitions and their GPUs per node: asked once per run."""
@@ -133,9 +134,10 @@ class Executor(RemoteExecutor):
         if SharedFSUsage.INPUT_OUTPUT in self.workflow.storage_settings.shared_fs_usage:
             wait_for = [self.tmpdir, *job.get_wait_for_files()]
             if len(wait_for) > 20:
-                paths.script_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-                listing = paths.script_dir / f"wait-for-files-{job.jobid}.txt"
-                listing.write_text("\n".join(str(f) for f in wait_for) + "\n")
+                self._private_dir(paths.script_dir)
+                stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
+                listing = private.write_private(paths.script_dir / f"{stamp}-wait-for-files-{job.jobid}.txt",
+                                                "\n".join(str(f) for f in wait_for) + "\n")
                 words += ["--wait-for-files-file", str(listing)]
             else:
                 words += ["--wait-for-files", *wait_for]
@@ -145,15 +147,26 @@ class Executor(RemoteExecutor):
         command = " ".join([shlex.quote(str(w)) for w in words] + [general, "--mode", "remote"])
         return f"{precommand} && {command}" if precommand else command
 
+    def _private_dir(self, path: Path) -> Path:
+        """Create one of the executor's directories, 0700 from .snakemake/slurm-gpu down."""
+        return private.make_private_dir(path, self.root / ".snakemake")
+
+    def _checkpoint_base(self) -> Path:
+        """The directory the step checkpoint directories live in: taken as it is (a scratch area
+        may be shared); everything below it is the executor's and private."""
+        root = self.settings.checkpoint_root
+        if root is None:
+            return self.root / ".snakemake"
+        root = Path(root) if Path(root).is_absolute() else self.root / root
+        root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        return root
+
     def _write_script(self, paths: StepPaths, job: JobExecutorInterface, text: str) -> Path:
-        paths.script_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        paths.log_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        """The record of what was submitted: the same bytes go to sbatch's standard input."""
+        self._private_dir(paths.script_dir)
+        self._private_dir(paths.log_dir)
         stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
-        script = paths.script_dir / f"{stamp}-attempt{job.attempt}.sh"
-        fd = os.open(script, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        return script
+        return private.write_private(paths.script_dir / f"{stamp}-attempt{job.attempt}.sh", text)
 
     def _submit(self, job: JobExecutorInterface, spec: StepSpec, paths: StepPaths) -> str:
         """Write the step's batch script and sbatch it; the Slurm job id. Raises SubmitError."""
@@ -167,10 +180,13 @@ class Executor(RemoteExecutor):
             self._cancel(stale)
             with self._live_lock:
                 self._live.difference_update(stale)
-        text = render_batch_script(spec, paths, self._inner_command(job, paths), self.options)
-        script = self._write_script(paths, job, text)
         try:
-            job_id = slurm.parse_sbatch(self._slurm(slurm.sbatch_argv(script)))
+            text = render_batch_script(spec, paths, self._inner_command(job, paths), self.options)
+            script = self._write_script(paths, job, text)
+        except (OSError, private.UntrustedPath) as e:
+            raise SubmitError(f"could not write its batch script: {e}") from None
+        try:
+            job_id = slurm.parse_sbatch(self._slurm(slurm.sbatch_argv(), stdin=text))
         except (slurm.SlurmError, ValueError) as e:
             raise SubmitError(f"could not submit {script}: {e}") from None
         history.job_ids.append(job_id)
@@ -216,6 +232,15 @@ class Executor(RemoteExecutor):
             "code": checkpoints.file_digests(code_files),
         }
 
+    def _prepare_checkpoint_dir(self, job: JobExecutorInterface, paths: StepPaths) -> None:
+        """Before a resumable step is submitted: refuse a checkpoint directory someone else could
+        have written (UntrustedPath; nothing in it is touched, it is evidence), create it private,
+        and move it aside if the step changed since its checkpoints were written."""
+        base = self._checkpoint_base()
+        private.check_checkpoint_dir(paths.checkpoint_dir, base=base)
+        private.make_private_dir(paths.checkpoint_dir, base)
+        self._check_provenance(job, paths)
+
     def _check_provenance(self, job: JobExecutorInterface, paths: StepPaths) -> None:
         parts = self._provenance(job)
         moved = checkpoints.ensure_provenance(paths.checkpoint_dir, checkpoints.provenance_digest(parts),
@@ -232,7 +257,14 @@ class Executor(RemoteExecutor):
         paths = self._paths(job)
         if spec.resumable and not job.is_group():
             try:
-                self._check_provenance(job, paths)
+                self._prepare_checkpoint_dir(job, paths)
+            except private.UntrustedPath as e:
+                self.report_job_error(SubmittedJobInfo(job), msg=(
+                    f"slurm-gpu: step {paths.key} was not submitted: it would resume from {paths.checkpoint_dir}, "
+                    f"but {e}\n(A checkpoint is a pickle: loading it runs the code inside it, so slurm-gpu resumes "
+                    "only from files that no one else can have written. It does not start the step afresh "
+                    "either, which would overwrite the evidence.)"))
+                return
             except (OSError, ValueError) as e:
                 raise WorkflowError(f"slurm-gpu: step {paths.key}: cannot check its checkpoint directory "
                                     f"{paths.checkpoint_dir}: {e}") from None
@@ -284,6 +316,8 @@ class Executor(RemoteExecutor):
             paths: StepPaths = job_info.aux["paths"]
             spec: StepSpec = job_info.aux["spec"]
             verdict = classify(record) if record else None
+            if verdict is not None and verdict.outcome is Outcome.UNKNOWN:
+                self._note_unknown_state(job_info.external_jobid, paths, verdict.detail)
             action = self.watch.decide(job_info.external_jobid, verdict, now,
                                        self._history.setdefault(paths.key, StepHistory()), self.budgets,
                                        resumable=spec.resumable,
@@ -310,6 +344,16 @@ class Executor(RemoteExecutor):
                 self._cancel([job_info.external_jobid])
             self.report_job_error(job_info, msg=self._failure_message(job_info, action.reason))
         self._back_off(changed)
+
+    def _note_unknown_state(self, job_id: str, paths: StepPaths, detail: str) -> None:
+        """A state this version does not know (a newer Slurm, a garbled line): said once per job and
+        state, and treated as still running for at most missing-job-timeout-s."""
+        if (job_id, detail) in self._unknown_states:
+            return
+        self._unknown_states.add((job_id, detail))
+        self.logger.warning(f"slurm-gpu: step {paths.key}, Slurm job {job_id}: state '{detail}' is unknown to "
+                            f"slurm-gpu; waiting up to {self.settings.missing_job_timeout_s} s "
+                            "(--slurm-gpu-missing-job-timeout-s) for a state it knows")
 
     def _checkpointed_for_requeue(self, paths: StepPaths, job_id: str) -> bool:
         """Did this job's training checkpoint on the requeue signal and stop for a restart?"""

@@ -10,7 +10,6 @@ from __future__ import annotations
 import re
 import subprocess
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
 # Messages that mean "try again later": the controller or the accounting daemon is busy or away.
@@ -33,7 +32,8 @@ class SlurmError(RuntimeError):
         super().__init__(f"{' '.join(self.argv)} {what}: {stderr.strip() or stdout.strip() or '(no output)'}")
 
 
-Runner = Callable[[Sequence[str], float], "Completed"]
+# (argv, timeout_s) -> Completed; called with a third argument, stdin, only when there is input
+Runner = Callable[..., "Completed"]
 
 
 @dataclass(frozen=True)
@@ -43,23 +43,27 @@ class Completed:
     stderr: str
 
 
-def run_subprocess(argv: Sequence[str], timeout_s: float) -> Completed:
-    """Run argv (never through a shell) and return what it printed."""
-    proc = subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout_s,
-                          stdin=subprocess.DEVNULL, check=False)
-    return Completed(proc.returncode, proc.stdout, proc.stderr)
+def run_subprocess(argv: Sequence[str], timeout_s: float, stdin: str | None = None) -> Completed:
+    """Run argv (never through a shell) and return what it printed. Bytes that are not UTF-8 (a
+    node name or reason in another encoding) are replaced, never an exception."""
+    proc = subprocess.run(list(argv), capture_output=True, timeout=timeout_s, check=False,
+                          input=stdin.encode() if stdin is not None else None,
+                          stdin=subprocess.DEVNULL if stdin is None else None)
+    return Completed(proc.returncode, _text(proc.stdout), _text(proc.stderr))
 
 
 def _text(value: str | bytes | None) -> str:
     if isinstance(value, bytes):
-        return value.decode(errors="replace")
+        return value.decode("utf-8", errors="replace")
     return value or ""
 
 
-def run(argv: Sequence[str], timeout_s: float = 60.0, runner: Runner = run_subprocess) -> str:
-    """Run a Slurm command, returning stdout or raising SlurmError."""
+def run(argv: Sequence[str], timeout_s: float = 60.0, runner: Runner = run_subprocess,
+        stdin: str | None = None) -> str:
+    """Run a Slurm command (with `stdin` as its standard input, if given), returning stdout or
+    raising SlurmError."""
     try:
-        done = runner(argv, timeout_s)
+        done = runner(argv, timeout_s) if stdin is None else runner(argv, timeout_s, stdin)
     except subprocess.TimeoutExpired as e:
         # TimeoutExpired carries bytes even when the call asked for text
         raise SlurmError(argv, None, _text(e.stdout), _text(e.stderr), transient=True) from None
@@ -73,11 +77,13 @@ def run(argv: Sequence[str], timeout_s: float = 60.0, runner: Runner = run_subpr
 
 # ---------------------------------------------------------------- sbatch
 
-def sbatch_argv(script: Path) -> list[str]:
-    return ["sbatch", "--parsable", str(script)]
+def sbatch_argv() -> list[str]:
+    # the script goes to sbatch's standard input: a file could be swapped between being written
+    # and sbatch reading it, the bytes in a pipe cannot
+    return ["sbatch", "--parsable"]
 
 
-_JOB_ID_LINE = re.compile(r"^(\d+)(?:;\S+)?$")
+_JOB_ID_LINE = re.compile(r"^([0-9]+)(?:;\S+)?$")
 
 
 def parse_sbatch(stdout: str) -> str:
@@ -114,12 +120,33 @@ def is_no_such_job(error: SlurmError) -> bool:
     return "Invalid job id specified" in error.stderr
 
 
+# a state as squeue/sacct print it: 'RUNNING', 'CANCELLED by 1000', 'COMPLETED+'
+_STATE_WORD = re.compile(r"^[A-Z_]+\+?( |$)")
+_JOB_ID = re.compile(r"^[0-9]+$")  # ASCII only: str.isdigit() and \d also accept '²' and '٣'
+
+
+def _fields(line: str, count: int, free: int) -> list[str] | None:
+    """Split one delimited line into `count` fields, where field `free` (a reason) is the only one
+    that may itself hold the delimiter; None for a truncated or foreign line."""
+    parts = line.strip().split("|")
+    if len(parts) < count:
+        return None
+    extra = len(parts) - count
+    parts[free:free + extra + 1] = ["|".join(parts[free:free + extra + 1])]
+    if not _JOB_ID.match(parts[0]) or not _STATE_WORD.match(parts[1]):
+        return None
+    return parts
+
+
+
 def parse_squeue(stdout: str) -> dict[str, JobRecord]:
+    """Records of the jobs squeue listed. A truncated or foreign line is skipped: its job stays
+    unknown for this poll (the policy waits a bounded time for it), never a crash."""
     records: dict[str, JobRecord] = {}
     for line in stdout.splitlines():
-        parts = line.strip().split("|")
-        if len(parts) != 4 or not parts[0].isdigit() or not parts[1]:
-            continue  # a truncated or foreign line: the job stays unknown this poll
+        parts = _fields(line, 4, free=2)
+        if parts is None:
+            continue
         job_id, state, reason, nodes = parts
         records[job_id] = JobRecord(job_id, state, "" if reason == "None" else reason, "", nodes)
     return records
@@ -136,10 +163,11 @@ def sacct_argv(job_ids: Iterable[str]) -> list[str]:
 
 
 def parse_sacct(stdout: str) -> dict[str, JobRecord]:
+    """Records of the jobs sacct listed; a line that does not parse is skipped (see parse_squeue)."""
     records: dict[str, JobRecord] = {}
     for line in stdout.splitlines():
-        parts = line.strip().split("|")
-        if len(parts) != 5 or not parts[0].isdigit() or not parts[1]:
+        parts = _fields(line, 5, free=2)
+        if parts is None:
             continue
         job_id, state, reason, exit_code, nodes = parts
         records[job_id] = JobRecord(job_id, state, "" if reason == "None" else reason, exit_code, nodes)

@@ -1,5 +1,5 @@
 #!/bin/bash
-# slurm-gpu: step prepare/sample=a (rule prepare); submitted as: sbatch --parsable <this file>
+# slurm-gpu: step prepare/sample=a (rule prepare); submitted on the standard input of sbatch --parsable
 #SBATCH --job-name=sg-prepare
 #SBATCH --output=/work/wf/.snakemake/slurm-gpu/logs/prepare/sample=a/%j.log
 #SBATCH --open-mode=append
@@ -18,7 +18,7 @@ export SLURM_GPU_NODES=1
 export SLURM_GPU_GPUS_PER_NODE=0
 export SLURM_GPU_TASKS_PER_NODE=1
 export SLURM_GPU_CHECKPOINT_DIR=/work/wf/.snakemake/slurm-gpu/checkpoints/prepare/sample=a
-mkdir -p "$SLURM_GPU_CHECKPOINT_DIR"
+(umask 077 && mkdir -p "$SLURM_GPU_CHECKPOINT_DIR")
 
 echo "[slurm-gpu] job $SLURM_JOB_ID on $SLURM_JOB_NODELIST, restart ${SLURM_RESTART_COUNT:-0}, $(date -Is)"
 # the inner Snakemake runs in the batch step itself, with the SLURM_* environment intact, so

@@ -1,5 +1,5 @@
 #!/bin/bash
-# slurm-gpu: step train/sample=.._.._etc,cmd=__touch_x_,path=a_b-e2b413b84eb4 (rule train); submitted as: sbatch --parsable <this file>
+# slurm-gpu: step train/sample=.._.._etc,cmd=__touch_x_,path=a_b-e2b413b84eb4 (rule train); submitted on the standard input of sbatch --parsable
 #SBATCH --job-name=sg-train
 #SBATCH --output=/work/wf/.snakemake/slurm-gpu/logs/train/sample=.._.._etc,cmd=__touch_x_,path=a_b-e2b413b84eb4/%j.log
 #SBATCH --open-mode=append
@@ -20,7 +20,7 @@ export SLURM_GPU_GPUS_PER_NODE=1
 export SLURM_GPU_TASKS_PER_NODE=1
 export SLURM_GPU_CHECKPOINT_DIR=/work/wf/ckpt/train/sample=.._.._etc,cmd=__touch_x_,path=a_b-e2b413b84eb4
 export SLURM_GPU_REQUEUE_SIGNAL=USR1
-mkdir -p "$SLURM_GPU_CHECKPOINT_DIR"
+(umask 077 && mkdir -p "$SLURM_GPU_CHECKPOINT_DIR")
 # rank 0 runs on the first host of the allocation
 MASTER_ADDR=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)
 export MASTER_ADDR

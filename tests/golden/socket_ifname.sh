@@ -1,5 +1,5 @@
 #!/bin/bash
-# slurm-gpu: step train/model=resnet (rule train); submitted as: sbatch --parsable <this file>
+# slurm-gpu: step train/model=resnet (rule train); submitted on the standard input of sbatch --parsable
 #SBATCH --job-name=sg-train
 #SBATCH --output=/work/wf/.snakemake/slurm-gpu/logs/train/model=resnet/%j.log
 #SBATCH --open-mode=append
@@ -20,7 +20,7 @@ export SLURM_GPU_GPUS_PER_NODE=2
 export SLURM_GPU_TASKS_PER_NODE=2
 export SLURM_GPU_CHECKPOINT_DIR=/work/wf/.snakemake/slurm-gpu/checkpoints/train/model=resnet
 export SLURM_GPU_REQUEUE_SIGNAL=USR1
-mkdir -p "$SLURM_GPU_CHECKPOINT_DIR"
+(umask 077 && mkdir -p "$SLURM_GPU_CHECKPOINT_DIR")
 # rank 0 runs on the first host of the allocation
 MASTER_ADDR=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)
 export MASTER_ADDR

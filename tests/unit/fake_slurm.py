@@ -16,6 +16,7 @@ class FakeSlurm:
     def __init__(self) -> None:
         self._answers: dict[tuple[str, ...], deque[Completed | BaseException]] = {}
         self.calls: list[tuple[list[str], float]] = []
+        self.stdins: list[str | None] = []  # what each call got on its standard input
 
     def answer(self, argv: Sequence[str], stdout: str = "", stderr: str = "", returncode: int = 0,
                times: int = 1) -> None:
@@ -27,8 +28,9 @@ class FakeSlurm:
         """Script the runner itself raising (timeout, missing binary) for argv."""
         self._answers.setdefault(tuple(argv), deque()).append(error)
 
-    def __call__(self, argv: Sequence[str], timeout_s: float) -> Completed:
+    def __call__(self, argv: Sequence[str], timeout_s: float, stdin: str | None = None) -> Completed:
         self.calls.append((list(argv), timeout_s))
+        self.stdins.append(stdin)
         queue = self._answers.get(tuple(argv))
         if not queue:
             raise AssertionError(f"FakeSlurm: unexpected Slurm call {list(argv)!r}; scripted: "

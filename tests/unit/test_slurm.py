@@ -61,12 +61,23 @@ def test_parse_squeue_recorded(data_dir: Path) -> None:
 
 @pytest.mark.parametrize(
     "line",
-    ["10|RUN", "12_3|RUNNING|None|n4", "abc|RUNNING|None|n1", "11||None|n1", "", "5|RUNNING|None|n1|extra",
-     "squeue: error: Invalid job id specified"],
-    ids=["truncated", "array-task-id", "non-numeric-id", "empty-state", "blank", "too-many-fields", "error-text"],
+    ["10|RUN", "12_3|RUNNING|None|n4", "abc|RUNNING|None|n1", "11||None|n1", "", "12|running|None|n1",
+     "\u00b2|RUNNING|None|n1", "squeue: error: Invalid job id specified"],
+    ids=["truncated", "array-task-id", "non-numeric-id", "empty-state", "blank", "lower-case-state",
+         "superscript-digit-id", "error-text"],
 )
 def test_parse_squeue_skips_lines_it_cannot_trust(line: str) -> None:
     assert slurm.parse_squeue(line + "\n") == {}
+
+
+def test_parse_squeue_keeps_a_reason_that_holds_the_delimiter() -> None:
+    # the reason is the one free-text field: a '|' in it must not shift the node list into it
+    assert slurm.parse_squeue("5|PENDING|held by admin|see ticket|n[1-2]\n") == {
+        "5": JobRecord("5", "PENDING", "held by admin|see ticket", "", "n[1-2]")}
+
+
+def test_parse_sacct_keeps_a_reason_that_holds_the_delimiter() -> None:
+    assert slurm.parse_sacct("7|FAILED|a|b|1:0|n1\n") == {"7": JobRecord("7", "FAILED", "a|b", "1:0", "n1")}
 
 
 def test_parse_sacct_recorded(data_dir: Path) -> None:
@@ -121,7 +132,7 @@ def test_parse_sinfo(stdout: str, gpus: dict[str, int], default: str | None) -> 
 @pytest.mark.parametrize(
     ("argv", "expected"),
     [
-        (slurm.sbatch_argv(Path("/work/wf/scripts/x y;rm.sh")), ["sbatch", "--parsable", "/work/wf/scripts/x y;rm.sh"]),
+        (slurm.sbatch_argv(), ["sbatch", "--parsable"]),
         (slurm.squeue_argv(["5", "6"]),
          ["squeue", "--noheader", "--states=all", "--jobs=5,6", "--format=%i|%T|%r|%N"]),
         (slurm.squeue_argv(iter(["7"])),

@@ -127,6 +127,7 @@ class Resumable(pl.Callback):
         # $TMPDIR; the rename onto the final name happens inside the directory, so it is atomic
         trainer.save_checkpoint(tmp)
         if trainer.is_global_zero:
+            os.chmod(tmp, 0o600)  # a pickle: nobody else may read (or, with a lax umask, write) it
             os.replace(tmp, final)
             checkpoints.write_manifest(final, step)
             self._prune()
