@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 import shlex
 from dataclasses import dataclass
+from typing import Sequence
 
 from .paths import StepPaths
 from .spec import StepSpec
@@ -14,7 +15,7 @@ from .spec import StepSpec
 # comment and "'" opens a quote, so such values go in double quotes; inside those a backslash is
 # still an escape and a double quote would end the value, so those cannot be written at all
 _NEEDS_QUOTES = re.compile(r"[\s#']")
-_UNRENDERABLE = re.compile(r'[\n\r\x00"\\]')
+_UNRENDERABLE = re.compile(r'[\x00-\x08\x0a-\x1f\x7f\x85\u2028\u2029"\\]')
 
 
 @dataclass(frozen=True)
@@ -32,8 +33,8 @@ def _directive(flag: str, value: object | None = None) -> str:
         return f"#SBATCH {flag}"
     text = str(value)
     if _UNRENDERABLE.search(text):
-        raise ValueError(f"cannot put {text!r} into an #SBATCH line for {flag}: it contains a newline, NUL, "
-                         "double quote or backslash")
+        raise ValueError(f"cannot put {text!r} into an #SBATCH line for {flag}: it contains a newline or other "
+                         "control character, double quote or backslash")
     if _NEEDS_QUOTES.search(text):
         text = f'"{text}"'
     return f"#SBATCH {flag}={text}"
@@ -117,6 +118,14 @@ def render_environment(spec: StepSpec, paths: StepPaths, options: JobOptions) ->
             ifname = q(options.socket_ifname)
             lines.append(f"export NCCL_SOCKET_IFNAME={ifname} GLOO_SOCKET_IFNAME={ifname}")
     return lines
+
+
+def inner_command_line(words: Sequence[object], general_args: str = "", precommand: str = "") -> str:
+    """The job-side Snakemake call as one shell line: every word of ours quoted with shlex (wildcards
+    and paths are user data), then Snakemake's own pre-formatted general arguments."""
+    command = " ".join([shlex.quote(str(w)) for w in words] + ([general_args] if general_args else [])
+                       + ["--mode", "remote"])
+    return f"{precommand} && {command}" if precommand else command
 
 
 def render_batch_script(spec: StepSpec, paths: StepPaths, command: str, options: JobOptions) -> str:

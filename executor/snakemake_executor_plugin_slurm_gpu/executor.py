@@ -20,12 +20,12 @@ from snakemake_interface_executor_plugins.settings import SharedFSUsage
 from snakemake_interface_executor_plugins.utils import encode_target_jobs_cli_args
 
 from . import checkpoints, logs, private, slurm
-from .batch_script import JobOptions, render_batch_script
+from .batch_script import JobOptions, inner_command_line, render_batch_script
 from .paths import StepPaths
 from .policy import Act, Budgets, JobWatch, Limits, StepHistory, Stop
 from .settings import ExecutorSettings
-from .spec import (ClusterInfo, ResourceError, StepSpec, build_spec, check_capacity, check_launch, check_signal,
-                   launch_warning)
+from .spec import (ClusterInfo, ResourceError, StepSpec, WildcardError, build_spec, check_capacity, check_launch,
+                   check_signal, check_target_wildcards, launch_warning)
 from .status import Outcome, StatusQuery, classify
 
 LOG_TAIL_LINES = 20
@@ -88,6 +88,11 @@ class Executor(RemoteExecutor):
         check_capacity(spec, self._cluster_info())
         return spec
 
+    @staticmethod
+    def _check_targets(job: JobExecutorInterface) -> None:
+        for target in job.get_target_spec():
+            check_target_wildcards(target.rulename, target.wildcards_dict)
+
     def _preflight(self, jobs: Iterable[JobExecutorInterface]) -> None:
         """Check every step the run will submit, before the first one is: a bad rule found
         halfway through would leave the cluster working on steps whose results go nowhere."""
@@ -96,7 +101,13 @@ class Executor(RemoteExecutor):
         all_jobs = list(needrun()) if callable(needrun) else list(jobs)
         errors, seen = [], set()
         for job in all_jobs:
-            if job.is_local or job.name in seen:  # resources are per rule: one check per rule
+            if job.is_local:
+                continue
+            try:
+                self._check_targets(job)  # wildcards are per job
+            except WildcardError as e:
+                errors.append(str(e))
+            if job.name in seen:  # resources are per rule: one check per rule
                 continue
             seen.add(job.name)
             try:
@@ -144,8 +155,7 @@ class Executor(RemoteExecutor):
         factory = self.workflow.spawned_job_args_factory
         general = factory.general_args(executor_common_settings=self.common_settings)
         precommand = factory.precommand(executor_common_settings=self.common_settings)
-        command = " ".join([shlex.quote(str(w)) for w in words] + [general, "--mode", "remote"])
-        return f"{precommand} && {command}" if precommand else command
+        return inner_command_line(words, general, precommand)
 
     def _private_dir(self, path: Path) -> Path:
         """Create one of the executor's directories, 0700 from .snakemake/slurm-gpu down."""
@@ -254,6 +264,11 @@ class Executor(RemoteExecutor):
             spec = self._spec(job)
         except ResourceError as e:
             raise WorkflowError(str(e)) from None
+        try:
+            self._check_targets(job)
+        except WildcardError as e:
+            self.report_job_error(SubmittedJobInfo(job), msg=f"slurm-gpu: not submitted: {e}")
+            return
         paths = self._paths(job)
         if spec.resumable and not job.is_group():
             try:

@@ -22,6 +22,29 @@ class ResourceError(ValueError):
         super().__init__(f"rule '{rule}': resource '{resource}' {problem}. HINT: {fix}")
 
 
+class WildcardError(ValueError):
+    """A wildcard value that the job-side Snakemake could not be told about intact."""
+
+    def __init__(self, rule: str, wildcard: str, value: str, problem: str) -> None:
+        self.rule, self.wildcard, self.value = rule, wildcard, value
+        super().__init__(
+            f"rule '{rule}': wildcard '{wildcard}' is {value!r}, which {problem}: Snakemake's --target-jobs, "
+            "which tells the job which step to run, splits values at ',' and strips quotes from both ends, "
+            f"so the job would run a different step or none. HINT: keep such characters out of the value "
+            f"(e.g. wildcard_constraints: {wildcard}=r\"[^,'\\\"]+\"), or pass it through params or config")
+
+
+def check_target_wildcards(rule: str, wildcards: Mapping[str, object]) -> None:
+    """Refuse wildcard values that Snakemake's own --target-jobs encoding would change on the way
+    to the job (snakemake.target_jobs.parse_target_jobs_cli_args, Snakemake 9)."""
+    for name, raw in wildcards.items():
+        value = str(raw)
+        if "," in value:
+            raise WildcardError(rule, str(name), value, "contains a comma")
+        if value != value.strip("'\""):
+            raise WildcardError(rule, str(name), value, "begins or ends with a quote character")
+
+
 # Flags that the executor itself sets from resources or needs for its own bookkeeping: a copy in
 # slurm_extra would either clash with them or silently break the step geometry.
 MANAGED_FLAGS: dict[str, str] = {
@@ -45,7 +68,7 @@ MANAGED_FLAGS: dict[str, str] = {
 
 # Characters that would end an #SBATCH line or a quoted value in it (sbatch treats a backslash as
 # an escape even inside quotes).
-_FORBIDDEN_IN_DIRECTIVE = re.compile(r'[\n\r\x00"\\]')
+_FORBIDDEN_IN_DIRECTIVE = re.compile(r'[\x00-\x08\x0a-\x1f\x7f\x85\u2028\u2029"\\]')
 
 
 @dataclass(frozen=True)
@@ -114,7 +137,8 @@ def _as_text(rule: str, name: str, value: Any) -> str | None:
         return None
     text = str(value)
     if _FORBIDDEN_IN_DIRECTIVE.search(text):
-        raise ResourceError(rule, name, f"is {text!r}, which contains a newline, NUL, double quote or backslash",
+        raise ResourceError(rule, name, f"is {text!r}, which contains a newline or other control character, "
+                                        "double quote or backslash",
                             f"set '{name}' to a plain Slurm value without those characters")
     return text
 
@@ -158,8 +182,8 @@ def parse_slurm_extra(rule: str, value: Any) -> tuple[str, ...]:
                             "close the quotes in slurm_extra") from None
     for word in words:
         if _FORBIDDEN_IN_DIRECTIVE.search(word):
-            raise ResourceError(rule, "slurm_extra", f"contains the word {word!r} with a newline, NUL, "
-                                "double quote or backslash", "remove those characters")
+            raise ResourceError(rule, "slurm_extra", f"contains the word {word!r} with a newline or other control "
+                                "character, double quote or backslash", "remove those characters")
         flag = word.split("=", 1)[0]
         if not flag.startswith("-"):
             continue
