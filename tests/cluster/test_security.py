@@ -119,6 +119,11 @@ def test_executor_files_are_private_whatever_the_umask_and_hold_no_secret(cluste
     assert {p.name: oct(stat.S_IMODE(p.stat().st_mode)) for p in scripts
             if stat.S_IMODE(p.stat().st_mode) != 0o600} == {}
     assert (state / "checkpoints/gpu/all").is_dir()
+    # each script file is the record of exactly what sbatch read from its standard input
+    for rule in ("cpu", "gpu"):
+        (script,) = (state / "scripts" / rule / "all").glob("*.sh")
+        (job,) = [p.stem for p in (state / "logs" / rule / "all").glob("*.log")]
+        assert slurm("scontrol", "write", "batch_script", job, "-") == script.read_text()
 
 
 # ---------------------------------------------------------------- fuzz
