@@ -142,7 +142,10 @@ def check_checkpoint_file(path: str | Path, directory: str | Path, *, uid: int |
             raise UntrustedPath(path, f"is a symbolic link to {target}, outside the step's checkpoint directory "
                                       f"{home}", f"if that file is yours and you want to resume from it, copy it "
                                                  f"into {home}; otherwise remove the link ({path})")
-        st = os.stat(path)
+        try:
+            st = os.stat(path)
+        except OSError:
+            return  # dangling or a loop (a last.ckpt whose file was deleted): nothing to load, nothing to trust
     # a directory: a sharded checkpoint (FSDP, DeepSpeed) is one; its owner and mode count the same
     if not (stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode)):
         raise UntrustedPath(path, "is neither a regular file nor a directory", f"remove {path}")
@@ -158,15 +161,16 @@ def check_checkpoint_dir(directory: str | Path, *, base: str | Path | None = Non
     Checked: the directory and, when `base` is given, every directory below `base` down to it (no
     links, ours, not writable by group or others) and `base` itself leniently (see _check_base);
     then every checkpoint file in it (check_checkpoint_file). A directory that does not exist yet
-    passes: there is nothing to resume.
+    passes (there is nothing to resume), once its base has passed.
     """
     directory, uid = Path(directory), _uid(uid)
+    if base is not None:
+        _check_base(Path(base), uid)  # also before the first run: the step directory will be made in it
     if not os.path.lexists(directory):
         return
     chain = [directory]
     if base is not None:
         base = Path(base)
-        _check_base(base, uid)
         current, chain = base, []
         for part in directory.relative_to(base).parts:
             current = current / part
