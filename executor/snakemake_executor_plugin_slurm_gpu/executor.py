@@ -26,7 +26,7 @@ from .policy import Act, Budgets, JobWatch, Limits, StepHistory, Stop
 from .settings import ExecutorSettings
 from .spec import (ClusterInfo, ResourceError, StepSpec, WildcardError, build_spec, check_capacity, check_launch,
                    check_signal, check_target_wildcards, launch_warning)
-from .status import Outcome, StatusQuery, classify
+from .status import Outcome, StatusQuery, Verdict, classify
 
 LOG_TAIL_LINES = 20
 # files named in a shell command whose content is code: a change invalidates checkpoints
@@ -332,7 +332,7 @@ class Executor(RemoteExecutor):
             spec: StepSpec = job_info.aux["spec"]
             verdict = classify(record) if record else None
             if verdict is not None and verdict.outcome is Outcome.UNKNOWN:
-                self._note_unknown_state(job_info.external_jobid, paths, verdict.detail)
+                self._note_unknown_state(job_info.external_jobid, paths, verdict)
             action = self.watch.decide(job_info.external_jobid, verdict, now,
                                        self._history.setdefault(paths.key, StepHistory()), self.budgets,
                                        resumable=spec.resumable,
@@ -360,13 +360,13 @@ class Executor(RemoteExecutor):
             self.report_job_error(job_info, msg=self._failure_message(job_info, action.reason))
         self._back_off(changed)
 
-    def _note_unknown_state(self, job_id: str, paths: StepPaths, detail: str) -> None:
+    def _note_unknown_state(self, job_id: str, paths: StepPaths, verdict: Verdict) -> None:
         """A state this version does not know (a newer Slurm, a garbled line): said once per job and
         state, and treated as still running for at most missing-job-timeout-s."""
-        if (job_id, detail) in self._unknown_states:
+        if (job_id, verdict.state) in self._unknown_states:
             return
-        self._unknown_states.add((job_id, detail))
-        self.logger.warning(f"slurm-gpu: step {paths.key}, Slurm job {job_id}: state '{detail}' is unknown to "
+        self._unknown_states.add((job_id, verdict.state))
+        self.logger.warning(f"slurm-gpu: step {paths.key}, Slurm job {job_id}: state '{verdict.detail}' is unknown to "
                             f"slurm-gpu; waiting up to {self.settings.missing_job_timeout_s} s "
                             "(--slurm-gpu-missing-job-timeout-s) for a state it knows")
 
