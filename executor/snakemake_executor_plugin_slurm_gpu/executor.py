@@ -59,6 +59,7 @@ class Executor(RemoteExecutor):
             raise WorkflowError(f"slurm-gpu: setting requeue-signal: {e}") from None
         self._warned_rules: set[str] = set()
         self._unknown_states: set[tuple[str, str]] = set()
+        self._state_base_checked = False
 
     # ------------------------------------------------------------ Slurm
     def _slurm(self, argv: Sequence[str], stdin: str | None = None) -> str:
@@ -157,16 +158,30 @@ class Executor(RemoteExecutor):
         precommand = factory.precommand(executor_common_settings=self.common_settings)
         return inner_command_line(words, general, precommand)
 
+    def _state_base(self) -> Path:
+        """Snakemake's .snakemake, which holds ours: made under the user's umask, so with a lax one
+        anybody could rename .snakemake/slurm-gpu and put their own in its place. It is the user's
+        own directory: it loses its group/other write bits (once, said in the log)."""
+        base = self.root / ".snakemake"
+        if not self._state_base_checked:
+            self._state_base_checked = True
+            base.mkdir(exist_ok=True)
+            loosened = private.tighten_own_dir(base)
+            if loosened is not None:
+                self.logger.warning(f"slurm-gpu: {base} was writable by group or others (mode {loosened:04o}); "
+                                    "removed those write bits, since slurm-gpu's scripts and checkpoints live in it")
+        return base
+
     def _private_dir(self, path: Path) -> Path:
         """Create one of the executor's directories, 0700 from .snakemake/slurm-gpu down."""
-        return private.make_private_dir(path, self.root / ".snakemake")
+        return private.make_private_dir(path, self._state_base())
 
     def _checkpoint_base(self) -> Path:
         """The directory the step checkpoint directories live in: taken as it is (a scratch area
         may be shared); everything below it is the executor's and private."""
         root = self.settings.checkpoint_root
         if root is None:
-            return self.root / ".snakemake"
+            return self._state_base()
         root = Path(root) if Path(root).is_absolute() else self.root / root
         root.mkdir(parents=True, exist_ok=True, mode=0o700)
         return root

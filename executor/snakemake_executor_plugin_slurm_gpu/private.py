@@ -83,6 +83,18 @@ def make_private_dir(path: str | Path, base: str | Path, *, uid: int | None = No
     return path
 
 
+def tighten_own_dir(path: str | Path, *, uid: int | None = None) -> int | None:
+    """Remove group and other write permission from a directory of ours that has it without the
+    sticky bit; returns the old mode if it changed anything, else None. Someone else's directory,
+    or a link, is left alone: the checks refuse what is unsafe about it."""
+    st = os.lstat(path)
+    mode = stat.S_IMODE(st.st_mode)
+    if stat.S_ISLNK(st.st_mode) or st.st_uid != _uid(uid) or not mode & 0o022 or mode & stat.S_ISVTX:
+        return None
+    os.chmod(path, mode & ~0o022)
+    return mode
+
+
 def write_private(path: str | Path, data: str | bytes) -> Path:
     """Create a new file with mode 0600 (whatever the umask) and write `data`. Never follows a
     symbolic link and never reuses an existing file: a name someone planted makes this fail."""

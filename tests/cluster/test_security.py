@@ -110,6 +110,9 @@ def test_executor_files_are_private_whatever_the_umask_and_hold_no_secret(cluste
     leaked = [p for p in workdir.rglob("*") if p.is_file() and SECRET.encode() in p.read_bytes()]
     assert leaked == [], f"the token was written to {leaked}"
 
+    # Snakemake made .snakemake under umask 0 (0777); what holds our files lost its write bits for others
+    assert stat.S_IMODE((workdir / ".snakemake").stat().st_mode) & 0o022 == 0
+    assert "was writable by group or others (mode 0777); removed those write bits" in run.output
     state = workdir / ".snakemake/slurm-gpu"
     dirs = [state, *(p for p in state.rglob("*") if p.is_dir())]
     assert {str(d.relative_to(workdir)): oct(stat.S_IMODE(d.stat().st_mode)) for d in dirs

@@ -37,9 +37,11 @@ class Logger:
 
 def stand_in(root: Path, fake: FakeSlurm) -> SimpleNamespace:
     me = SimpleNamespace(root=root, _history={}, _live=set(), _live_lock=threading.Lock(), logger=Logger(),
-                         options=JobOptions(), settings=ExecutorSettings(), _unknown_states=set())
+                         options=JobOptions(), settings=ExecutorSettings(), _unknown_states=set(),
+                         _state_base_checked=False)
     me._slurm = lambda argv, stdin=None: slurm.run(argv, timeout_s=30, runner=fake, stdin=stdin)
     me._inner_command = lambda job, paths: "python -m snakemake --target-jobs 'train:' --mode remote"
+    me._state_base = lambda: Executor._state_base(me)
     me._private_dir = lambda path: Executor._private_dir(me, path)
     me._write_script = lambda paths, job, text: Executor._write_script(me, paths, job, text)
     me._cancel = lambda ids: None
@@ -91,3 +93,17 @@ def test_an_unknown_state_is_said_once_per_job_and_state(workdir: Path, fake_slu
     assert len(warnings) == 3
     assert "Slurm job 5: state 'WARPING, reason a' is unknown to slurm-gpu; waiting up to 600 s" in warnings[0]
     assert "--slurm-gpu-missing-job-timeout-s" in warnings[0]
+
+
+def test_a_world_writable_dot_snakemake_of_ours_loses_its_write_bits_once(workdir: Path,
+                                                                          fake_slurm: FakeSlurm) -> None:
+    # Snakemake made it under umask 0: anybody could otherwise swap .snakemake/slurm-gpu for their own
+    (workdir / ".snakemake").chmod(0o777)
+    fake_slurm.answer(["sbatch", "--parsable"], stdout="12\n", times=2)
+    me = stand_in(workdir, fake_slurm)
+    for model in ("a", "b"):
+        Executor._submit(me, SimpleNamespace(attempt=1), build_spec("train", {"gpus": 2}),
+                         StepPaths.of(workdir, "train", {"model": model}))
+    assert stat.S_IMODE((workdir / ".snakemake").stat().st_mode) == 0o755
+    warnings = [text for level, text in me.logger.lines if level == "warning"]
+    assert len(warnings) == 1 and "(mode 0777); removed those write bits" in warnings[0]

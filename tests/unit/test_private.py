@@ -23,6 +23,7 @@ from snakemake_executor_plugin_slurm_gpu.private import (
     check_checkpoint_dir,
     check_checkpoint_file,
     make_private_dir,
+    tighten_own_dir,
     write_private,
 )
 from test_checkpoints import make_zip, set_age
@@ -553,3 +554,25 @@ def test_an_unsafe_base_is_refused_before_the_first_run_too(tree: Tree) -> None:
         check_checkpoint_dir(tree.base / "train" / "new-step", base=tree.base)
     assert_refused(excinfo, tree.base, "has no sticky bit")
     check_checkpoint_dir(tree.base / "train" / "new-step")  # without base=: nothing there, nothing to check
+
+
+@pytest.mark.parametrize(("mode", "after"), [(0o777, 0o755), (0o775, 0o755), (0o757, 0o755), (0o755, 0o755),
+                                             (0o700, 0o700), (0o1777, 0o1777)])
+def test_tighten_own_dir_removes_only_group_and_other_write_bits(tmp_path: Path, mode: int, after: int) -> None:
+    target = tmp_path / "dot-snakemake"
+    target.mkdir()
+    os.chmod(target, mode)
+    changed = tighten_own_dir(target)
+    assert stat.S_IMODE(target.stat().st_mode) == after
+    assert changed == (mode if after != mode else None)
+
+
+def test_tighten_own_dir_leaves_links_and_other_accounts_alone(tmp_path: Path) -> None:
+    target = tmp_path / "d"
+    target.mkdir()
+    os.chmod(target, 0o777)
+    assert tighten_own_dir(target, uid=EUID + 12345) is None
+    link = tmp_path / "link"
+    link.symlink_to(target)
+    assert tighten_own_dir(link) is None
+    assert stat.S_IMODE(target.stat().st_mode) == 0o777
