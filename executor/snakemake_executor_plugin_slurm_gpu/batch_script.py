@@ -18,6 +18,14 @@ _NEEDS_QUOTES = re.compile(r"[\s#']")
 _UNRENDERABLE = re.compile(r'[\x00-\x08\x0a-\x1f\x7f\x85\u2028\u2029"\\]')
 
 
+# the "started" record of events.py, appended by the batch shell itself at every start of the job
+_STARTED_EVENT = (
+    r"""printf '{"ts": %s, "event": "started", "step": "%s", "source": "job", "job_id": "%s", "nodes": "%s", """
+    r""""restart": %d}\n' "$(date +%s.%N | cut -c1-14)" "$SLURM_GPU_STEP" "$SLURM_JOB_ID" "$SLURM_JOB_NODELIST" """
+    r""""${SLURM_RESTART_COUNT:-0}" >> "$SLURM_GPU_EVENT_LOG" || true"""
+)
+
+
 @dataclass(frozen=True)
 class JobOptions:
     """Executor-wide choices that shape every batch script."""
@@ -102,6 +110,7 @@ def render_environment(spec: StepSpec, paths: StepPaths, options: JobOptions) ->
         f"export SLURM_GPU_TASKS_PER_NODE={spec.tasks_per_node}",
         f"export SLURM_GPU_CHECKPOINT_DIR={q(str(paths.checkpoint_dir))}",
         *([f"export SLURM_GPU_REQUEUE_SIGNAL={spec.signal}"] if spec.signal else []),
+        f"export SLURM_GPU_EVENT_LOG={q(str(paths.event_log))}",
         # private whatever the job's umask; the subshell keeps the rule's own files under its umask
         '(umask 077 && mkdir -p "$SLURM_GPU_CHECKPOINT_DIR")',
     ]
@@ -138,6 +147,9 @@ def render_batch_script(spec: StepSpec, paths: StepPaths, command: str, options:
         *render_environment(spec, paths, options),
         "",
         'echo "[slurm-gpu] job $SLURM_JOB_ID on $SLURM_JOB_NODELIST, restart ${SLURM_RESTART_COUNT:-0}, $(date -Is)"',
+        "# one event per start, also after each requeue (every value here is digits, a safe step name or a",
+        "# Slurm node list, so printf makes valid JSON)",
+        _STARTED_EVENT,
         "# the inner Snakemake runs in the batch step itself, with the SLURM_* environment intact, so",
         "# the rule's own srun gets the whole allocation",
         command,

@@ -19,7 +19,7 @@ from snakemake_interface_executor_plugins.jobs import JobExecutorInterface
 from snakemake_interface_executor_plugins.settings import SharedFSUsage
 from snakemake_interface_executor_plugins.utils import encode_target_jobs_cli_args
 
-from . import checkpoints, logs, private, slurm
+from . import checkpoints, events, logs, private, slurm, watchdog
 from .batch_script import JobOptions, inner_command_line, render_batch_script
 from .paths import StepPaths
 from .policy import Act, Budgets, JobWatch, Limits, StepHistory, Stop
@@ -27,8 +27,10 @@ from .settings import ExecutorSettings
 from .spec import (ClusterInfo, ResourceError, StepSpec, WildcardError, build_spec, check_capacity, check_launch,
                    check_signal, check_target_wildcards, launch_warning)
 from .status import Outcome, StatusQuery, Verdict, classify
+from .tracking import StepTracker
 
 LOG_TAIL_LINES = 20
+EXPLAIN_MARK = "# ===== slurm-gpu explain:"
 # files named in a shell command whose content is code: a change invalidates checkpoints
 CODE_SUFFIXES = {".py", ".sh", ".R", ".r", ".jl", ".yaml", ".yml", ".json", ".toml"}
 
@@ -60,6 +62,8 @@ class Executor(RemoteExecutor):
         self._warned_rules: set[str] = set()
         self._unknown_states: set[tuple[str, str]] = set()
         self._state_base_checked = False
+        self.tracker = StepTracker()
+        self._event_log_warned = False
 
     # ------------------------------------------------------------ Slurm
     def _slurm(self, argv: Sequence[str], stdin: str | None = None) -> str:
@@ -117,6 +121,18 @@ class Executor(RemoteExecutor):
                 errors.append(str(e))
         if errors:
             raise WorkflowError("slurm-gpu: nothing was submitted, because:\n" + "\n".join(errors))
+        if self.settings.explain:
+            self._explain([job for job in all_jobs if not job.is_local])
+
+    def _explain(self, jobs: Sequence[JobExecutorInterface]) -> None:
+        """--slurm-gpu-explain: print each step's batch script, exactly as it would be submitted (only
+        the run's temporary directory differs from run to run), and stop before submitting anything."""
+        for job in jobs:
+            paths = self._paths(job)
+            text = render_batch_script(self._spec(job), paths, self._inner_command(job, paths), self.options)
+            print(f"{EXPLAIN_MARK} step {paths.key} (rule {job.name}) {'=' * 20}\n{text}", flush=True)
+        raise WorkflowError(f"slurm-gpu: explain: printed the batch scripts of {len(jobs)} step(s) above; "
+                            "nothing was submitted")
 
     def run_jobs(self, jobs: List[JobExecutorInterface]) -> None:
         if not self._preflight_done:
@@ -190,11 +206,14 @@ class Executor(RemoteExecutor):
         """The record of what was submitted: the same bytes go to sbatch's standard input."""
         self._private_dir(paths.script_dir)
         self._private_dir(paths.log_dir)
+        self._private_dir(paths.event_dir)
         stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
         return private.write_private(paths.script_dir / f"{stamp}-attempt{job.attempt}.sh", text)
 
-    def _submit(self, job: JobExecutorInterface, spec: StepSpec, paths: StepPaths) -> str:
-        """Write the step's batch script and sbatch it; the Slurm job id. Raises SubmitError."""
+    def _submit(self, job: JobExecutorInterface, spec: StepSpec, paths: StepPaths,
+                replaces: tuple[str, Stop, str] | None = None) -> str:
+        """Write the step's batch script and sbatch it; the Slurm job id. Raises SubmitError.
+        `replaces`: (old job id, cause, why) when this is a resubmission, for the event log."""
         history = self._history.setdefault(paths.key, StepHistory())
         # one live Slurm job per step, whatever asks for another one (a resubmission, --retries)
         with self._live_lock:
@@ -217,6 +236,11 @@ class Executor(RemoteExecutor):
         history.job_ids.append(job_id)
         with self._live_lock:
             self._live.add(job_id)
+        if replaces is not None:
+            old, cause, why = replaces
+            self._event(paths, "resubmitted", old, new_job_id=job_id, cause=str(cause), why=why)
+        self._event(paths, "submitted", job_id, script=str(script), attempt=len(history.job_ids),
+                    nodes_requested=spec.nodes, tasks_per_node=spec.tasks_per_node, gpus_per_node=spec.gpus_per_node)
         geometry = f"{spec.nodes} node(s) x {spec.tasks_per_node} task(s)"
         if spec.gpus:
             geometry += f", {spec.gpus_per_node} GPU(s) per node"
@@ -312,7 +336,7 @@ class Executor(RemoteExecutor):
         self._cancel([old])  # final already; cancelling makes sure Slurm cannot restart it beside the new one
         self.logger.info(f"slurm-gpu: step {paths.key}, Slurm job {old}: {reason}")
         try:
-            job_id = self._submit(job_info.job, spec, paths)
+            job_id = self._submit(job_info.job, spec, paths, replaces=(old, stop, reason))
         except SubmitError as e:
             self.report_job_error(job_info, msg=f"slurm-gpu: step {paths.key}: resubmission failed: {e}")
             return None
@@ -348,6 +372,11 @@ class Executor(RemoteExecutor):
             verdict = classify(record) if record else None
             if verdict is not None and verdict.outcome is Outcome.UNKNOWN:
                 self._note_unknown_state(job_info.external_jobid, paths, verdict)
+            self._follow(job_info.external_jobid, paths, spec, record, verdict)
+            if verdict is not None and verdict.state == "RUNNING" and spec.distributed \
+                    and self._stop_if_hung(job_info, paths, spec):
+                changed = True
+                continue
             action = self.watch.decide(job_info.external_jobid, verdict, now,
                                        self._history.setdefault(paths.key, StepHistory()), self.budgets,
                                        resumable=spec.resumable,
@@ -365,15 +394,69 @@ class Executor(RemoteExecutor):
                 if replacement is not None:
                     yield replacement
                 continue
+            self.tracker.forget(job_info.external_jobid)
             if action.act is Act.SUCCEED:
+                self._event(paths, "completed", job_info.external_jobid, state=verdict.state if verdict else "",
+                            exit_code=record.exit_code if record else "")
                 if spec.resumable:
                     await asyncio.to_thread(self._clean_checkpoints, paths)
                 self.report_job_success(job_info)
                 continue
             if action.act is Act.CANCEL_AND_FAIL:
                 self._cancel([job_info.external_jobid])
+            self._event(paths, "failed", job_info.external_jobid, state=verdict.state if verdict else "UNKNOWN",
+                        reason=record.reason if record else "", exit_code=record.exit_code if record else "",
+                        message=action.reason)
             self.report_job_error(job_info, msg=self._failure_message(job_info, action.reason))
         self._back_off(changed)
+
+    # ------------------------------------------------------------ events, console, watchdog
+    def _event(self, paths: StepPaths, event: str, job_id: str | None, **fields: object) -> None:
+        """Append to the step's event log; a failure to write it is said once, never fatal."""
+        try:
+            events.append(paths.event_log, events.record(event, paths.key, "executor", job_id, **fields))
+        except OSError as e:
+            if not self._event_log_warned:
+                self._event_log_warned = True
+                self.logger.warning(f"slurm-gpu: cannot write the event log {paths.event_log}: {e}")
+
+    def _say(self, paths: StepPaths, job_id: str, text: str) -> None:
+        self.logger.info(f"slurm-gpu: step {paths.key}, Slurm job {job_id}: {text}")
+
+    def _follow(self, job_id: str, paths: StepPaths, spec: StepSpec, record: slurm.JobRecord | None,
+                verdict: Verdict | None) -> None:
+        """Pending-reason changes (an event and a line) and the job side's new events (a line each)."""
+        if record is not None and verdict is not None:
+            reason = self.tracker.pending_reason(job_id, verdict.state, record.reason)
+            if reason:
+                self._event(paths, "pending", job_id, reason=reason)
+                self._say(paths, job_id, f"pending ({reason})")
+        for line in self.tracker.read(paths.event_log, job_id, spec.nodes * spec.tasks_per_node):
+            self._say(paths, job_id, line)
+
+    def _stop_if_hung(self, job_info: SubmittedJobInfo, paths: StepPaths, spec: StepSpec) -> bool:
+        """The hang watchdog: cancel and fail a distributed step whose world never formed."""
+        job_id = job_info.external_jobid
+        run = self.tracker.current_run(job_id)
+        if run is None:
+            return False
+        started_ts, run_events = run
+        timeout = self.settings.rendezvous_timeout_s
+        hang = watchdog.check(run_events, spec.nodes * spec.tasks_per_node, spec.tasks_per_node, started_ts,
+                              time.time(), timeout)
+        if hang is None:
+            return False
+        self._cancel([job_id])
+        with self._live_lock:
+            self._live.discard(job_id)
+        self.tracker.forget(job_id)
+        self._event(paths, "watchdog", job_id, missing_ranks=hang.missing_ranks, missing_nodes=hang.missing_nodes,
+                    joined=hang.joined, expected=hang.expected, why=hang.why)
+        message = (f"slurm-gpu: step {paths.key}, Slurm job {job_id}: {hang.message(timeout)}. (The watchdog's "
+                   f"limit is --slurm-gpu-rendezvous-timeout-s.)\nLog: {paths.log_file(job_id)}\n")
+        shown = logs.read_excerpt(paths.log_file(job_id), LOG_TAIL_LINES)
+        self.report_job_error(job_info, msg=message + (f"End of the log:\n{shown}\n" if shown else ""))
+        return True
 
     def _note_unknown_state(self, job_id: str, paths: StepPaths, verdict: Verdict) -> None:
         """A state this version does not know (a newer Slurm, a garbled line): said once per job and

@@ -79,6 +79,15 @@ class StepPaths:
         return self.log_dir / "%j.log"
 
     @property
+    def event_dir(self) -> Path:
+        return self.state_dir / "events" / self.rule
+
+    @property
+    def event_log(self) -> Path:
+        """The step's append-only event log (events.py), shared by the executor and the job."""
+        return self.event_dir / f"{self.wildcards}.jsonl"
+
+    @property
     def script_dir(self) -> Path:
         return self.state_dir / "scripts" / self.rule / self.wildcards
 

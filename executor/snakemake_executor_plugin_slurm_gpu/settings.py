@@ -55,6 +55,19 @@ class ExecutorSettings(ExecutorSettingsBase):
                           "keep (everything), keep-last (the newest valid checkpoint only), delete.",
                   "choices": ["keep", "keep-last", "delete"]},
     )
+    rendezvous_timeout_s: int = field(
+        default=300,
+        metadata={"help": "Hang watchdog: a distributed step whose ranks (using slurm-gpu's Resumable "
+                          "callback) have not all joined the process group this many seconds after the job "
+                          "started is cancelled and failed, naming the missing ranks and nodes and the likely "
+                          "cause (Lightning itself waits 30 minutes). 0 turns it off."},
+    )
+    explain: bool = field(
+        default=False,
+        metadata={"help": "Print the batch script every step of this run would be submitted with, and "
+                          "submit nothing (the run then stops with an error saying so). `slurm-gpu explain "
+                          "[snakemake args]` does the same and exits 0."},
+    )
     status_interval_min_s: int = field(
         default=2,
         metadata={"help": "Seconds between status polls while jobs are changing state (one batched "

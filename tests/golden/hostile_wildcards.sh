@@ -20,6 +20,7 @@ export SLURM_GPU_GPUS_PER_NODE=1
 export SLURM_GPU_TASKS_PER_NODE=1
 export SLURM_GPU_CHECKPOINT_DIR=/work/wf/ckpt/train/sample=.._.._etc,cmd=__touch_x_,path=a_b-e2b413b84eb4
 export SLURM_GPU_REQUEUE_SIGNAL=USR1
+export SLURM_GPU_EVENT_LOG=/work/wf/.snakemake/slurm-gpu/events/train/sample=.._.._etc,cmd=__touch_x_,path=a_b-e2b413b84eb4.jsonl
 (umask 077 && mkdir -p "$SLURM_GPU_CHECKPOINT_DIR")
 # rank 0 runs on the first host of the allocation
 MASTER_ADDR=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)
@@ -29,6 +30,9 @@ export MASTER_ADDR
 export MASTER_PORT=$(( 15000 + 10#$(printf '%s' "$SLURM_JOB_ID" | tail -c 4) ))
 
 echo "[slurm-gpu] job $SLURM_JOB_ID on $SLURM_JOB_NODELIST, restart ${SLURM_RESTART_COUNT:-0}, $(date -Is)"
+# one event per start, also after each requeue (every value here is digits, a safe step name or a
+# Slurm node list, so printf makes valid JSON)
+printf '{"ts": %s, "event": "started", "step": "%s", "source": "job", "job_id": "%s", "nodes": "%s", "restart": %d}\n' "$(date +%s.%N | cut -c1-14)" "$SLURM_GPU_STEP" "$SLURM_JOB_ID" "$SLURM_JOB_NODELIST" "${SLURM_RESTART_COUNT:-0}" >> "$SLURM_GPU_EVENT_LOG" || true
 # the inner Snakemake runs in the batch step itself, with the SLURM_* environment intact, so
 # the rule's own srun gets the whole allocation
 python -m snakemake --snakefile /work/wf/Snakefile --target-jobs 'STEP' --cores all --mode remote --executor local

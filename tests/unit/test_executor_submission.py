@@ -45,6 +45,8 @@ def stand_in(root: Path, fake: FakeSlurm) -> SimpleNamespace:
     me._private_dir = lambda path: Executor._private_dir(me, path)
     me._write_script = lambda paths, job, text: Executor._write_script(me, paths, job, text)
     me._cancel = lambda ids: None
+    me._event = lambda paths, event, job_id, **fields: Executor._event(me, paths, event, job_id, **fields)
+    me._event_log_warned = False
     return me
 
 

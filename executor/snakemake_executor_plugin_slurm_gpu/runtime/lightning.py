@@ -18,6 +18,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
+import socket
 import subprocess
 import time
 from datetime import datetime, timezone
@@ -29,7 +31,7 @@ import torch
 import torch.distributed as dist
 from lightning.pytorch.plugins.environments import SLURMEnvironment
 
-from .. import checkpoints
+from .. import checkpoints, events
 from . import signals
 from .environment import checkpoint_dir
 
@@ -63,6 +65,23 @@ class Resumable(pl.Callback):
         self.interrupted: str | None = None
         self._last_save = time.monotonic()
         self._last_saved_step: int | None = None
+        self._rank = int(os.environ.get("SLURM_PROCID") or 0)
+        self._restart = int(os.environ.get("SLURM_RESTART_COUNT") or 0)
+        self._announce()
+
+    def _announce(self) -> None:
+        """rank_started: the hang watchdog's evidence of who reached the rendezvous, and whether this
+        node can even resolve the master address (the usual reason a node never joins)."""
+        addr = os.environ.get("MASTER_ADDR")
+        error = None
+        if addr:
+            try:
+                socket.getaddrinfo(addr, None)
+            except OSError as e:
+                error = str(e)
+        events.emit("rank_started", rank=self._rank, local_rank=int(os.environ.get("SLURM_LOCALID") or 0),
+                    node=os.environ.get("SLURMD_NODENAME") or socket.gethostname(), restart=self._restart,
+                    world_size=int(os.environ.get("SLURM_NTASKS") or 1), master_addr=addr, master_error=error)
 
     # ------------------------------------------------------------ resume
     def resume_path(self) -> str | None:
@@ -71,6 +90,10 @@ class Resumable(pl.Callback):
         found = checkpoints.find_resumable(self.directory)
         if found is not None:
             log.warning("slurm-gpu: resuming from %s", found)
+            if self._rank == 0:
+                match = re.fullmatch(r"step-(\d+)\.ckpt", found.name)
+                events.emit("resumed", from_step=int(match.group(1)) if match else None, path=str(found),
+                            restart=self._restart)
         return None if found is None else str(found)
 
     def environment(self) -> SLURMEnvironment:
@@ -83,6 +106,15 @@ class Resumable(pl.Callback):
             trainer.state.status.value == "finished"
 
     # ------------------------------------------------------------ hooks
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        # Lightning calls setup hooks after the process group formed: this rank has joined
+        events.emit("rank_ready", rank=trainer.global_rank, node=os.environ.get("SLURMD_NODENAME")
+                    or socket.gethostname(), restart=self._restart, world_size=trainer.world_size)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.is_global_zero and self.interrupted is None:
+            events.emit("training_done", global_step=trainer.global_step)
+
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._last_save = time.monotonic()
         if trainer.is_global_zero:
@@ -105,12 +137,19 @@ class Resumable(pl.Callback):
         if terminate and not requeue:
             # SIGTERM: the job is being killed; the last periodic checkpoint is what resumes
             self.interrupted = "SIGTERM"
+            if trainer.is_global_zero:
+                events.emit("interrupted", global_step=step, why="SIGTERM")
             raise Interrupted("received SIGTERM")
+        if requeue and trainer.is_global_zero:
+            events.emit("signal", signal=",".join(received.names) or "requeue", global_step=step,
+                        restart=self._restart)
         if (periodic or timed or requeue) and step != self._last_saved_step:
-            self._save(trainer, step)
+            self._save(trainer, step, why="signal" if requeue else "periodic" if periodic else "timed")
         if requeue:
             self.interrupted = "requeue signal"
             self._request_requeue(trainer, step)
+            if trainer.is_global_zero:
+                events.emit("interrupted", global_step=step, why="requeue signal")
             raise Interrupted(f"checkpointed at step {step} on the requeue signal")
 
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
@@ -120,7 +159,7 @@ class Resumable(pl.Callback):
             exception.code = INTERRUPTED_EXIT_CODE
 
     # ------------------------------------------------------------ actions
-    def _save(self, trainer: pl.Trainer, step: int) -> None:
+    def _save(self, trainer: pl.Trainer, step: int, why: str = "periodic") -> None:
         final = self.directory / f"step-{step:09d}.ckpt"
         tmp = self.directory / f".tmp-step-{step:09d}.ckpt"  # the same name on every rank; rank 0 writes
         # collective: every rank takes part, rank 0 writes. Lightning may stage the bytes through
@@ -131,6 +170,7 @@ class Resumable(pl.Callback):
             os.replace(tmp, final)
             checkpoints.write_manifest(final, step)
             self._prune()
+            events.emit("checkpoint", global_step=step, path=str(final), why=why)
         trainer.strategy.barrier("slurm-gpu checkpoint")
         self._last_save = time.monotonic()
         self._last_saved_step = step
@@ -163,5 +203,6 @@ class Resumable(pl.Callback):
                         log.warning("slurm-gpu: scontrol requeue %s failed: %s", target, done.stderr.strip())
                 except (OSError, subprocess.SubprocessError) as e:
                     log.warning("slurm-gpu: scontrol requeue %s failed: %s", target, e)
+        events.emit("requeue_requested", global_step=step, requeued=marker["requeued"])
         # the executor reads this when the job ends without Slurm having requeued it, and resubmits
         checkpoints.atomic_write_bytes(self.directory / checkpoints.INTERRUPTED_MARKER, json.dumps(marker).encode())
