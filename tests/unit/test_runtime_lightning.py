@@ -320,3 +320,36 @@ def test_a_rewritten_exit_code_is_the_process_exit_status() -> None:
     # what on_exception relies on: the interpreter reads .code when the SystemExit reaches the top
     code = "e = SystemExit(); e.code = 143; raise e"
     assert subprocess.run([sys.executable, "-c", code], timeout=30).returncode == 143
+
+
+# ---------------------------------------------------------------- the step's event log
+
+def test_a_requeue_and_resume_leave_their_events_in_the_step_log(ckpt_dir: Path, fake_scontrol: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    from snakemake_executor_plugin_slurm_gpu import events
+
+    log = ckpt_dir.parent / "events.jsonl"
+    for name, value in {"SLURM_JOB_ID": "123", "SLURM_GPU_EVENT_LOG": str(log), "SLURM_GPU_STEP": "train/all",
+                        "MASTER_ADDR": "no-such-host.invalid"}.items():
+        monkeypatch.setenv(name, value)
+    resumable = Resumable(every_n_steps=EVERY, keep=2)
+    with pytest.raises(Interrupted):
+        trainer(ckpt_dir.parent, resumable).fit(TinyModel(signal_at=(7, signal.SIGUSR1)), loader())
+    signals.reset()
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "1")
+    monkeypatch.setenv("MASTER_ADDR", "localhost")
+    resumed = Resumable(every_n_steps=EVERY, keep=2)
+    trainer(ckpt_dir.parent, resumed).fit(TinyModel(), loader(), ckpt_path=resumed.resume_path())
+
+    entries = events.read(log)
+    assert {(e["step"], e["job_id"], e["source"]) for e in entries} == {("train/all", "123", "rank")}
+    assert [(e["event"], e.get("global_step", e.get("from_step"))) for e in entries
+            if e["event"] not in ("rank_started", "rank_ready")] == [
+        ("checkpoint", 5), ("signal", 7), ("checkpoint", 7), ("requeue_requested", 7), ("interrupted", 7),
+        ("resumed", 7), ("checkpoint", 10), ("checkpoint", 15), ("checkpoint", 20), ("training_done", 20)]
+    started = [e for e in entries if e["event"] == "rank_started"]
+    assert [e["restart"] for e in started] == [0, 1]
+    assert started[0]["master_error"] and started[1]["master_error"] is None  # the watchdog's evidence
+    assert [e["event"] for e in entries].count("rank_ready") == 2
+    why = [e["why"] for e in entries if e["event"] == "checkpoint"]
+    assert why == ["periodic", "signal", "periodic", "periodic", "periodic"]
