@@ -126,11 +126,12 @@ class Executor(RemoteExecutor):
 
     def _explain(self, jobs: Sequence[JobExecutorInterface]) -> None:
         """--slurm-gpu-explain: print each step's batch script, exactly as it would be submitted (only
-        the run's temporary directory differs from run to run), and stop before submitting anything."""
+        Snakemake's per-run temporary directories differ from run to run), and stop before submitting
+        anything."""
         for job in jobs:
             paths = self._paths(job)
             text = render_batch_script(self._spec(job), paths, self._inner_command(job, paths), self.options)
-            print(f"{EXPLAIN_MARK} step {paths.key} (rule {job.name}) {'=' * 20}\n{text}", flush=True)
+            print(f"{EXPLAIN_MARK} step {paths.key} (rule {job.name}) {'=' * 20}\n{text}", end="", flush=True)
         raise WorkflowError(f"slurm-gpu: explain: printed the batch scripts of {len(jobs)} step(s) above; "
                             "nothing was submitted")
 
