@@ -33,6 +33,7 @@ EVENTS: dict[str, tuple[str, ...]] = {
     # executor
     "submitted": ("script", "attempt", "nodes_requested", "tasks_per_node", "gpus_per_node"),  # attempt: 1, 2, ...
     "pending": ("reason",),                      # Slurm's pending reason changed (Priority, Resources, ...)
+    "requeued": ("state",),                      # seen back in the queue after running, same job id
     "resubmitted": ("new_job_id", "cause", "why"),  # cause: timeout | preemption
     "completed": ("state", "exit_code"),
     "failed": ("state", "reason", "exit_code", "message"),

@@ -428,6 +428,9 @@ class Executor(RemoteExecutor):
                 verdict: Verdict | None) -> None:
         """Pending-reason changes (an event and a line) and the job side's new events (a line each)."""
         if record is not None and verdict is not None:
+            if self.tracker.requeued(job_id, verdict.state):
+                self._event(paths, "requeued", job_id, state=verdict.state)
+                self._say(paths, job_id, "requeued by Slurm, same job id; it restarts when scheduled")
             reason = self.tracker.pending_reason(job_id, verdict.state, record.reason)
             if reason:
                 self._event(paths, "pending", job_id, reason=reason)

@@ -52,6 +52,14 @@ class StepTracker:
     _offsets: dict[Path, int] = field(default_factory=dict)
     _runs: dict[str, _Run] = field(default_factory=dict)
     _pending: dict[str, str] = field(default_factory=dict)
+    _states: dict[str, str] = field(default_factory=dict)
+
+    def requeued(self, job_id: str, state: str) -> bool:
+        """True once when a job that was running is back in the queue under the same id: Slurm
+        requeued it (preemption, node failure, `scontrol requeue`, or the training's own request)."""
+        before, self._states[job_id] = self._states.get(job_id), state
+        return before in ("RUNNING", "COMPLETING") and state in ("PENDING", "REQUEUED", "REQUEUE_FED",
+                                                                  "REQUEUE_HOLD")
 
     def pending_reason(self, job_id: str, state: str, reason: str) -> str | None:
         """The new pending reason of a job when it changed, else None."""
@@ -92,3 +100,4 @@ class StepTracker:
     def forget(self, job_id: str) -> None:
         self._runs.pop(job_id, None)
         self._pending.pop(job_id, None)
+        self._states.pop(job_id, None)

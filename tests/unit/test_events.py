@@ -183,3 +183,13 @@ def test_all_started_none_joined_points_at_the_scripts_own_world() -> None:
     hang = watchdog.check(ranks("rank_started", range(4)) + ranks("rank_ready", [0]), 4, 2, 0, 60, 30)
     assert hang is not None and hang.joined == [0] and hang.missing_ranks == [1, 2, 3]
     assert "devices must be 2 per node" in hang.why
+
+
+def test_requeued_is_news_once_when_a_running_job_is_back_in_the_queue() -> None:
+    tracker = StepTracker()
+    assert not tracker.requeued("5", "PENDING")   # first sight: queued, not requeued
+    assert not tracker.requeued("5", "RUNNING")
+    assert tracker.requeued("5", "REQUEUED")
+    assert not tracker.requeued("5", "PENDING")   # the same requeue, seen again
+    assert not tracker.requeued("5", "RUNNING")
+    assert tracker.requeued("5", "PENDING")       # a poll that missed REQUEUED still sees it
