@@ -69,15 +69,7 @@ def make_private_dir(path: str | Path, base: str | Path, *, uid: int | None = No
             continue
         except FileExistsError:
             pass
-        st = os.lstat(current)
-        if stat.S_ISLNK(st.st_mode):
-            raise UntrustedPath(current, f"is a symbolic link (to {os.readlink(current)})",
-                                f"slurm-gpu keeps its files in real directories: remove the link ({current})")
-        if not stat.S_ISDIR(st.st_mode):
-            raise UntrustedPath(current, "is not a directory", f"remove or rename {current}")
-        problem = _owner_problem(current, st, uid)
-        if problem is not None:
-            raise problem
+        st = _check_directory(current, uid)
         if stat.S_IMODE(st.st_mode) != PRIVATE_DIR_MODE:
             os.chmod(current, PRIVATE_DIR_MODE)
     return path
@@ -113,18 +105,20 @@ def write_private(path: str | Path, data: str | bytes) -> Path:
 
 # ---------------------------------------------------------------- trusting checkpoints
 
-def _check_directory(path: Path, uid: int) -> None:
+def _check_directory(path: Path, uid: int) -> os.stat_result:
+    """A real directory of ours that nobody else can write into (UntrustedPath otherwise)."""
     st = os.lstat(path)
     if stat.S_ISLNK(st.st_mode):
         raise UntrustedPath(path, f"is a symbolic link (to {os.readlink(path)}), so its contents can be "
                                   "anybody's",
-                            f"point the setting checkpoint-root at a real directory of yours, or remove the link "
-                            f"({path}) and run again")
+                            f"slurm-gpu keeps its files in real directories: remove the link ({path}) and run "
+                            "again, or point the setting checkpoint-root at a real directory of yours")
     if not stat.S_ISDIR(st.st_mode):
         raise UntrustedPath(path, "is not a directory", f"remove or rename {path}")
     problem = _owner_problem(path, st, uid)
     if problem is not None:
         raise problem
+    return st
 
 
 def _check_base(path: Path, uid: int) -> None:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import re
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -21,6 +20,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fake_slurm import FakeSlurm
+from test_policy import Clock
 from snakemake_executor_plugin_slurm_gpu import slurm
 from snakemake_executor_plugin_slurm_gpu.policy import Act, JobWatch, Limits
 from snakemake_executor_plugin_slurm_gpu.slurm import Completed, JobRecord
@@ -205,15 +205,6 @@ def test_run_without_stdin_calls_a_two_argument_runner(fake_slurm: FakeSlurm) ->
 # ---------------------------------------------------------------- what a skipped or odd line leads to
 
 LIMITS = Limits(settle_s=60.0, missing_s=600.0)
-
-
-@dataclass
-class Clock:
-    now: float = 1000.0
-
-    def advance(self, seconds: float) -> float:
-        self.now += seconds
-        return self.now
 
 
 def test_an_unknown_state_is_waited_for_until_missing_s_then_fails_naming_it(replies: Path) -> None:
