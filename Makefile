@@ -31,6 +31,8 @@ demo: venv cluster-up
 	cd workflows/train-eval && PATH="$(CURDIR)/$(VENV)/bin:$$PATH" \
 	  snakemake --profile ../../profiles/slurm-gpu --forceall
 	@echo; cat workflows/train-eval/results/report.md
+	@echo; $(VENV)/bin/slurm-gpu status -d workflows/train-eval
+	@$(VENV)/bin/slurm-gpu timeline -d workflows/train-eval
 
 test-unit: venv
 	$(PY) -m pytest tests/unit -q
