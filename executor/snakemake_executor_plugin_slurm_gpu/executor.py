@@ -426,7 +426,10 @@ class Executor(RemoteExecutor):
 
     def _follow(self, job_id: str, paths: StepPaths, spec: StepSpec, record: slurm.JobRecord | None,
                 verdict: Verdict | None) -> None:
-        """Pending-reason changes (an event and a line) and the job side's new events (a line each)."""
+        """The job side's new events (a line each), then what the queue says: a requeue, a pending
+        reason that changed (an event and a line each)."""
+        for line in self.tracker.read(paths.event_log, job_id, spec.nodes * spec.tasks_per_node):
+            self._say(paths, job_id, line)
         if record is not None and verdict is not None:
             if self.tracker.requeued(job_id, verdict.state):
                 self._event(paths, "requeued", job_id, state=verdict.state)
@@ -435,8 +438,6 @@ class Executor(RemoteExecutor):
             if reason:
                 self._event(paths, "pending", job_id, reason=reason)
                 self._say(paths, job_id, f"pending ({reason})")
-        for line in self.tracker.read(paths.event_log, job_id, spec.nodes * spec.tasks_per_node):
-            self._say(paths, job_id, line)
 
     def _stop_if_hung(self, job_info: SubmittedJobInfo, paths: StepPaths, spec: StepSpec) -> bool:
         """The hang watchdog: cancel and fail a distributed step whose world never formed."""

@@ -63,7 +63,7 @@ def test_event_log_console_status_and_timeline_of_a_signalled_preemption_and_a_h
     kinds = [e["event"] for e in train]
     subsequence_positions(kinds, [
         "submitted", "started", "rank_started", "rank_ready", "checkpoint",          # first run
-        "signal", "checkpoint", "requeue_requested", "interrupted",                  # the preemption
+        "signal", "checkpoint", "interrupted", "requeue_requested",                  # the preemption
         "started", "resumed", "checkpoint",                                          # restart 1
         "started", "resumed", "training_done", "completed"])                         # the hard stop
     starts = [e for e in train if e["event"] == "started"]

@@ -345,7 +345,7 @@ def test_a_requeue_and_resume_leave_their_events_in_the_step_log(ckpt_dir: Path,
     assert {(e["step"], e["job_id"], e["source"]) for e in entries} == {("train/all", "123", "rank")}
     assert [(e["event"], e.get("global_step", e.get("from_step"))) for e in entries
             if e["event"] not in ("rank_started", "rank_ready")] == [
-        ("checkpoint", 5), ("signal", 7), ("checkpoint", 7), ("requeue_requested", 7), ("interrupted", 7),
+        ("checkpoint", 5), ("signal", 7), ("checkpoint", 7), ("interrupted", 7), ("requeue_requested", 7),
         ("resumed", 7), ("checkpoint", 10), ("checkpoint", 15), ("checkpoint", 20), ("training_done", 20)]
     started = [e for e in entries if e["event"] == "rank_started"]
     assert [e["restart"] for e in started] == [0, 1]

@@ -147,9 +147,10 @@ class Resumable(pl.Callback):
             self._save(trainer, step, why="signal" if requeue else "periodic" if periodic else "timed")
         if requeue:
             self.interrupted = "requeue signal"
-            self._request_requeue(trainer, step)
             if trainer.is_global_zero:
+                # before the requeue request: once Slurm has it, this process may be killed any moment
                 events.emit("interrupted", global_step=step, why="requeue signal")
+            self._request_requeue(trainer, step)
             raise Interrupted(f"checkpointed at step {step} on the requeue signal")
 
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
@@ -203,6 +204,6 @@ class Resumable(pl.Callback):
                         log.warning("slurm-gpu: scontrol requeue %s failed: %s", target, done.stderr.strip())
                 except (OSError, subprocess.SubprocessError) as e:
                     log.warning("slurm-gpu: scontrol requeue %s failed: %s", target, e)
-        events.emit("requeue_requested", global_step=step, requeued=marker["requeued"])
         # the executor reads this when the job ends without Slurm having requeued it, and resubmits
         checkpoints.atomic_write_bytes(self.directory / checkpoints.INTERRUPTED_MARKER, json.dumps(marker).encode())
+        events.emit("requeue_requested", global_step=step, requeued=marker["requeued"])

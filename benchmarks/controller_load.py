@@ -1,0 +1,229 @@
+"""How much a workflow loads the Slurm controller, and how fast finished jobs are noticed: slurm-gpu
+next to the official snakemake-executor-plugin-slurm (its defaults) and a bare sbatch + squeue loop
+with no workflow engine, on the same local cluster in the same run.
+
+    .venv/bin/python benchmarks/controller_load.py [--jobs 100] [--chain 10] [--only slurm-gpu,official,bare]
+
+Scenarios: `independent` (N short jobs, `sleep 1`, all submitted at once) and `chain` (a chain of M such
+jobs, each needing the one before). For each mode it counts
+  - slurmctld RPCs from `sdiag` (reset before each run): all of them, and the queries (job/node/partition
+    info, config) that are the executor's doing rather than the jobs' own;
+  - invocations of squeue/sacct/scontrol/sbatch/sinfo/sacctmgr/... by the workflow (a PATH shim counts
+    them; the jobs inherit it, so calls made inside jobs count too);
+and measures wall time and notice latency: for each job, the time from its output file being written (the
+end of its payload, a moment before Slurm's End) to Snakemake logging it finished (Snakemake logs whole
+seconds) or, for the bare loop, to the loop seeing it leave the queue.
+
+Figures, not assertions. Writes benchmarks/results/controller_load.json and prints a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+VENV_BIN = Path(sys.executable).parent
+RESULTS = REPO / "benchmarks" / "results"
+SHIMMED = ["sbatch", "squeue", "sacct", "scontrol", "sinfo", "scancel", "sacctmgr", "sshare", "srun"]
+# RPCs a status loop or submission path causes (as opposed to the jobs' own lifecycle messages)
+QUERY_RPCS = re.compile(r"REQUEST_(JOB_INFO|JOB_USER_INFO|JOB_INFO_SINGLE|NODE_INFO|PARTITION_INFO|BUILD_INFO|"
+                        r"FED_INFO|STATS_INFO|SHARE_INFO|PRIORITY_FACTORS|CONFIG|RESERVATION_INFO)")
+
+SNAKEFILE = '''
+N = {n}
+CHAIN = {chain}
+
+rule all:
+    input: [f"out/{{i}}.txt" for i in range(N)] if not CHAIN else f"out/{{N - 1}}.txt"
+
+def previous(wc):
+    return [f"out/{{int(wc.i) - 1}}.txt"] if CHAIN and int(wc.i) > 0 else []
+
+rule short:
+    input: previous
+    output: "out/{{i}}.txt"
+    resources: runtime=5, mem_mb=100
+    shell: "sleep 1; echo {{wildcards.i}} > {{output}}"
+'''
+
+
+def slurm(*argv: str) -> str:
+    return subprocess.run(list(argv), capture_output=True, text=True, check=True, timeout=120).stdout
+
+
+def shim_dir(base: Path) -> tuple[Path, Path]:
+    """Wrappers that log each call (name, time) and exec the real command."""
+    bin_dir, calls = base / "shim", base / "calls.log"
+    bin_dir.mkdir()
+    for name in SHIMMED:
+        real = shutil.which(name)
+        if real is None:
+            continue
+        (bin_dir / name).write_text(f'#!/bin/sh\necho "{name} $(date +%s.%N)" >> "{calls}"\nexec {real} "$@"\n')
+        (bin_dir / name).chmod(0o755)
+    return bin_dir, calls
+
+
+def sdiag_counts() -> dict[str, int]:
+    """RPC counts by message type since the last `sdiag --reset`."""
+    text = slurm("sdiag")
+    section = text.split("Remote Procedure Call statistics by message type", 1)[-1]
+    section = section.split("Remote Procedure Call statistics by user", 1)[0]
+    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^\s*(\w+)\s+\(\s*\d+\)\s+count:(\d+)", section, re.M)}
+
+
+def finished_times(workdir: Path) -> dict[str, float]:
+    """Output path -> when Snakemake logged the job that made it finished (whole seconds)."""
+    (log,) = sorted((workdir / ".snakemake" / "log").glob("*.snakemake.log"))[-1:]
+    stamp, outputs, done = None, {}, {}
+    current_output: str | None = None
+    for line in log.read_text(errors="replace").splitlines():
+        m = re.match(r"\[(\w{3} \w{3} +\d+ \d\d:\d\d:\d\d \d{4})\]$", line.strip())
+        if m:
+            stamp = datetime.strptime(m.group(1), "%a %b %d %H:%M:%S %Y").timestamp()
+            continue
+        m = re.match(r"\s+output: (\S+)$", line)
+        if m:
+            current_output = m.group(1)
+            continue
+        m = re.match(r"\s+jobid: (\d+)$", line)
+        if m and current_output:
+            outputs[m.group(1)] = current_output
+            current_output = None
+            continue
+        m = re.match(r"Finished jobid: (\d+)", line)
+        if m and stamp is not None and m.group(1) in outputs:
+            done[outputs[m.group(1)]] = stamp
+    return done
+
+
+def run_snakemake(workdir: Path, executor_args: list[str], jobs: int, bin_dir: Path) -> float:
+    env = dict(os.environ, PATH=f"{bin_dir}:{VENV_BIN}:{os.environ['PATH']}")
+    argv = [str(VENV_BIN / "snakemake"), "--jobs", str(jobs), "--latency-wait", "5", *executor_args]
+    start = time.time()
+    proc = subprocess.run(argv, cwd=workdir, env=env, capture_output=True, text=True, timeout=3600)
+    took = time.time() - start
+    (workdir / "snakemake-output.txt").write_text(proc.stdout + proc.stderr)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv)} failed; see {workdir / 'snakemake-output.txt'}")
+    return took
+
+
+def run_bare(workdir: Path, n: int, chain: bool, bin_dir: Path) -> tuple[float, dict[str, float]]:
+    """The limit: sbatch each job (argv, no engine), poll squeue once a second until it is gone."""
+    env = dict(os.environ, PATH=f"{bin_dir}:{os.environ['PATH']}")
+    (workdir / "out").mkdir()
+    seen: dict[str, float] = {}
+
+    def submit(i: int) -> str:
+        out = subprocess.run(["sbatch", "--parsable", "--time=5", "--mem=100", f"--output={workdir}/slurm-%j.out",
+                              f"--chdir={workdir}", f"--wrap=sleep 1; echo {i} > out/{i}.txt"],
+                             env=env, capture_output=True, text=True, check=True).stdout
+        return out.strip().split(";")[0]
+
+    def wait(ids: dict[str, int]) -> None:
+        while ids:
+            time.sleep(1)
+            out = subprocess.run(["squeue", "--noheader", f"--jobs={','.join(ids)}", "--format=%i"], env=env,
+                                 capture_output=True, text=True).stdout.split()
+            for job in [j for j in ids if j not in out]:
+                seen[f"out/{ids.pop(job)}.txt"] = time.time()
+
+    start = time.time()
+    if chain:
+        for i in range(n):
+            wait({submit(i): i})
+    else:
+        wait({submit(i): i for i in range(n)})
+    return time.time() - start, seen
+
+
+def measure(mode: str, scenario: str, n: int, base: Path) -> dict[str, object]:
+    workdir = base / f"{scenario}-{mode}"
+    workdir.mkdir(parents=True)
+    bin_dir, calls = shim_dir(workdir.parent / f"{scenario}-{mode}-tools")
+    chain = scenario == "chain"
+    (workdir / "Snakefile").write_text(SNAKEFILE.format(n=n, chain=chain))
+    slurm("sdiag", "--reset")
+    if mode == "bare":
+        wall, noticed = run_bare(workdir, n, chain, bin_dir)
+    else:
+        args = (["--executor", "slurm-gpu"] if mode == "slurm-gpu" else
+                ["--executor", "slurm", "--default-resources", "slurm_partition=debug", "slurm_account=root"])
+        wall = run_snakemake(workdir, args, n, bin_dir)
+        noticed = finished_times(workdir)
+    rpcs = sdiag_counts()
+    latencies = [noticed[o] - (workdir / o).stat().st_mtime for o in noticed if (workdir / o).exists()]
+    invoked: dict[str, int] = {}
+    if calls.exists():
+        for line in calls.read_text().splitlines():
+            invoked[line.split()[0]] = invoked.get(line.split()[0], 0) + 1
+    return {
+        "mode": mode, "scenario": scenario, "jobs": n, "wall_s": round(wall, 1),
+        "rpcs": sum(rpcs.values()), "query_rpcs": sum(c for k, c in rpcs.items() if QUERY_RPCS.match(k)),
+        "rpcs_by_type": rpcs, "invocations": invoked,
+        "latency_mean_s": round(statistics.mean(latencies), 2) if latencies else None,
+        "latency_max_s": round(max(latencies), 2) if latencies else None,
+    }
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--jobs", type=int, default=100)
+    ap.add_argument("--chain", type=int, default=10)
+    ap.add_argument("--only", default="slurm-gpu,official,bare")
+    args = ap.parse_args()
+    modes = args.only.split(",")
+    base = Path(tempfile.mkdtemp(prefix="sg-controller-load-"))
+    rows = []
+    for scenario, n in (("independent", args.jobs), ("chain", args.chain)):
+        for mode in modes:
+            print(f"[controller-load] {scenario} x{n}: {mode} ...", file=sys.stderr, flush=True)
+            rows.append(measure(mode, scenario, n, base))
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "controller_load.json").write_text(json.dumps(rows, indent=2) + "\n")
+    print(table(rows))
+    shutil.rmtree(base, ignore_errors=True)
+    return 0
+
+
+def table(rows: list[dict[str, object]]) -> str:
+    head = ("scenario", "mode", "wall s", "RPCs/job", "query RPCs/job", "squeue", "sacct", "scontrol", "sbatch",
+            "other", "notice s (mean/max)")
+    lines = [head]
+    for r in rows:
+        n = r["jobs"]
+        inv = dict(r["invocations"])  # type: ignore[arg-type]
+        other = sum(v for k, v in inv.items() if k not in ("squeue", "sacct", "scontrol", "sbatch"))
+        lat = "-" if r["latency_mean_s"] is None else f"{r['latency_mean_s']}/{r['latency_max_s']}"
+        lines.append((r["scenario"], r["mode"], r["wall_s"], f"{r['rpcs'] / n:.1f}", f"{r['query_rpcs'] / n:.1f}",
+                      inv.get("squeue", 0), inv.get("sacct", 0), inv.get("scontrol", 0), inv.get("sbatch", 0),
+                      other, lat))
+    by = {(r["scenario"], r["mode"]): r for r in rows}
+    notes = []
+    for scenario in ("independent", "chain"):
+        ours, off, bare = (by.get((scenario, m)) for m in ("slurm-gpu", "official", "bare"))
+        if ours and off:
+            notes.append(f"{scenario}: RPCs/job slurm-gpu/official = {ours['rpcs'] / max(off['rpcs'], 1):.2f}x, "
+                         f"query RPCs {ours['query_rpcs'] / max(off['query_rpcs'], 1):.2f}x, "
+                         f"wall {ours['wall_s'] / off['wall_s']:.2f}x")
+        if ours and bare:
+            notes.append(f"{scenario}: wall slurm-gpu/bare loop = {ours['wall_s'] / bare['wall_s']:.2f}x")
+    widths = [max(len(str(row[i])) for row in lines) for i in range(len(head))]
+    text = "\n".join("  ".join(str(v).ljust(w) for v, w in zip(row, widths)) for row in lines)
+    return text + "\n\n" + "\n".join(notes)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
