@@ -6,6 +6,7 @@ the step never had two live Slurm jobs, and that its checkpoint directory was ne
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import threading
@@ -177,6 +178,18 @@ def test_scontrol_requeue_without_signal_resumes_from_periodic_checkpoint(cluste
     assert min(resumed_steps(text)) % 50 == 0  # a periodic checkpoint, not one taken at the stop
 
 
+def training_processes(workdir: Path) -> list[int]:
+    """Pids of train.py ranks running in `workdir`, on any node."""
+    pids = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            if b"scripts/train.py" in (proc / "cmdline").read_bytes() and os.readlink(proc / "cwd") == str(workdir):
+                pids.append(int(proc.name))
+        except OSError:
+            continue
+    return pids
+
+
 def test_node_whose_slurmd_dies_fails_the_job_and_training_resumes(cluster, workflow):
     bg, watch = start(workflow)
     try:
@@ -185,7 +198,16 @@ def test_node_whose_slurmd_dies_fails_the_job_and_training_resumes(cluster, work
         subprocess.run(["kill", "-KILL", str(pid)], check=True)
         # Slurm declares n2 DOWN after SlurmdTimeout, ends the job NODE_FAIL and requeues it
         wait_for(lambda: "NODE_FAIL" in [s for s, _, _ in segments(job)], 120, "NODE_FAIL")
+        # Harness only: Slurm 22.05 can lose the old run's step completion when the requeued job is
+        # allocated again within a moment of it (srun then waits forever: "step creation temporarily
+        # disabled"; seen once in CI). Hold the job until every rank of the old run is gone.
+        wait_for(lambda: slurm("squeue", "--noheader", f"--jobs={job}", "--format=%T").strip() == "PENDING",
+                 60, "the requeued job to be pending")
+        slurm("scontrol", "hold", job)
         subprocess.run(["bash", str(REPO / "cluster/up.sh")], check=True, capture_output=True)
+        wait_for(lambda: not training_processes(workflow), 60, "the old run's ranks to exit")
+        time.sleep(2)
+        slurm("scontrol", "release", job)
         run = bg.wait()
     finally:
         bg.kill()
