@@ -15,6 +15,9 @@ end of its payload, a moment before Slurm's End) to Snakemake logging it finishe
 seconds) or, for the bare loop, to the loop seeing it leave the queue.
 
 Figures, not assertions. Writes benchmarks/results/controller_load.json and prints a table.
+
+Status: written at the end of a session and NOT yet run against the cluster (issue 4 is open); run and
+fix it before quoting any figure, then add it to `make bench`.
 """
 
 from __future__ import annotations
