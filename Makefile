@@ -9,7 +9,7 @@ NODES ?= 2
 GPUS ?= 2
 CPUS ?= 4
 
-.PHONY: venv cluster-up cluster-down demo test test-unit test-cluster bench
+.PHONY: venv cluster-up cluster-down demo test test-unit test-cluster bench bench-venv
 
 venv: $(VENV)/.installed
 
@@ -45,6 +45,18 @@ test-cluster: venv cluster-up
 test: venv cluster-up
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m pytest tests -v -rfE --durations=15 || { bash cluster/diagnose.sh; exit 1; }
 
-# figures, not assertions: what preemptions and hard stops cost a training step (see benchmarks/)
-bench: venv cluster-up
-	$(PY) benchmarks/resume_cost.py
+# figures, not assertions: controller load and latency (against the official plugin and a bare sbatch
+# loop), poll cost at 1,000/10,000 jobs, training overhead, preemption cost; one report in
+# benchmarks/results/latest.md
+bench: venv bench-venv cluster-up
+	$(PY) benchmarks/run_all.py
+
+# the official plugin, for comparison, in a venv of its own: installed beside slurm-gpu it would run
+# `scontrol show config` at every Snakemake start, ours included, and skew our figures
+OFFICIAL_PLUGIN ?= snakemake-executor-plugin-slurm==2.8.0
+bench-venv: .venv-official/.installed
+
+.venv-official/.installed: $(VENV)/.installed
+	test -x .venv-official/bin/python || python3 -m venv .venv-official
+	.venv-official/bin/pip install -q "snakemake==$$($(PY) -c 'import importlib.metadata as m; print(m.version("snakemake"))')" "$(OFFICIAL_PLUGIN)"
+	touch $@

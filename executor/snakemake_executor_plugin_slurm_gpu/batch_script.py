@@ -25,6 +25,13 @@ _STARTED_EVENT = (
     r""""${SLURM_RESTART_COUNT:-0}" >> "$SLURM_GPU_EVENT_LOG" || true"""
 )
 
+# after the inner Snakemake: the executor reads this within a second and asks Slurm for the verdict
+# at once instead of at its next poll (Slurm's word stays the verdict)
+_ENDED_EVENT = (
+    r"""printf '{"ts": %s, "event": "ended", "step": "%s", "source": "job", "job_id": "%s", "exit_code": %d}\n' """
+    r""""$(date +%s.%N | cut -c1-14)" "$SLURM_GPU_STEP" "$SLURM_JOB_ID" "$rc" >> "$SLURM_GPU_EVENT_LOG" || true"""
+)
+
 
 @dataclass(frozen=True)
 class JobOptions:
@@ -153,6 +160,9 @@ def render_batch_script(spec: StepSpec, paths: StepPaths, command: str, options:
         "# the inner Snakemake runs in the batch step itself, with the SLURM_* environment intact, so",
         "# the rule's own srun gets the whole allocation",
         command,
+        "rc=$?",
+        _ENDED_EVENT,
+        "exit $rc",
         "",
     ]
     return "\n".join(lines)

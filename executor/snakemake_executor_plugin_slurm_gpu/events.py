@@ -40,6 +40,7 @@ EVENTS: dict[str, tuple[str, ...]] = {
     "watchdog": ("missing_ranks", "missing_nodes", "joined", "expected", "why"),  # the executor cancelled a hang
     # the batch script, at every start of the job (also after each requeue)
     "started": ("nodes", "restart"),             # nodes: Slurm's (compressed) node list; restart: SLURM_RESTART_COUNT
+    "ended": ("exit_code",),                     # the batch script reached its end (not written when it is killed)
     # training ranks (runtime)
     "rank_started": ("rank", "local_rank", "node", "restart", "world_size"),  # every rank, before the rendezvous
     "rank_ready": ("rank", "node", "restart", "world_size"),  # every rank, after the process group formed
@@ -87,6 +88,9 @@ def read_from(path: str | Path, offset: int) -> tuple[list[dict[str, Any]], int]
     """The whole lines appended since byte `offset`, and the offset after them (a line still being
     written is left for the next call)."""
     try:
+        # a stat first: the executor looks at every live step's log several times a second
+        if os.stat(path).st_size <= offset:
+            return [], offset
         with open(path, "rb") as f:
             f.seek(offset)
             data = f.read()

@@ -30,6 +30,10 @@ from .status import Outcome, StatusQuery, Verdict, classify
 from .tracking import StepTracker
 
 LOG_TAIL_LINES = 20
+# after a step's batch script says it ended: ask Slurm at most this often, for at most this long
+# (the job may sit in COMPLETING while an epilog runs), then fall back to the normal poll interval
+ENDED_POLL_GAP_S = 1.0
+ENDED_POLL_WINDOW_S = 30.0
 EXPLAIN_MARK = "# ===== slurm-gpu explain:"
 # files named in a shell command whose content is code: a change invalidates checkpoints
 CODE_SUFFIXES = {".py", ".sh", ".R", ".r", ".jl", ".yaml", ".yml", ".json", ".toml"}
@@ -54,7 +58,13 @@ class Executor(RemoteExecutor):
         # empty while a status check runs, and a Ctrl-C then would cancel nothing
         self._live: set[str] = set()
         self._live_lock = threading.Lock()
-        self.next_seconds_between_status_checks = self.settings.status_interval_min_s
+        # two clocks: event logs (files) are read every tick; Slurm is asked on its own, adaptive
+        # interval, or at once when a batch script says it ended
+        self._tick_s = float(self.settings.status_event_interval_s)
+        self._poll_interval_s = float(self.settings.status_interval_min_s)
+        self._next_poll = 0.0
+        self._last_poll = float("-inf")
+        self.next_seconds_between_status_checks = min(self._tick_s, self._poll_interval_s)
         try:
             check_signal(self.settings.requeue_signal)
         except ValueError as e:
@@ -353,8 +363,16 @@ class Executor(RemoteExecutor):
     async def check_active_jobs(
         self, active_jobs: List[SubmittedJobInfo]
     ) -> AsyncGenerator[SubmittedJobInfo, None]:
+        for job_info in active_jobs:
+            paths, spec = job_info.aux["paths"], job_info.aux["spec"]
+            self._follow_events(job_info.external_jobid, paths, spec)
+        if not self._poll_due(active_jobs, time.monotonic()):
+            for job_info in active_jobs:
+                yield job_info
+            return
         ids = [j.external_jobid for j in active_jobs]
         async with self.status_rate_limiter:
+            self._last_poll = time.monotonic()
             try:
                 records = await asyncio.to_thread(self.status.records, ids)
             except slurm.SlurmError as e:
@@ -373,7 +391,7 @@ class Executor(RemoteExecutor):
             verdict = classify(record) if record else None
             if verdict is not None and verdict.outcome is Outcome.UNKNOWN:
                 self._note_unknown_state(job_info.external_jobid, paths, verdict)
-            self._follow(job_info.external_jobid, paths, spec, record, verdict)
+            self._follow_queue(job_info.external_jobid, paths, record, verdict)
             if verdict is not None and verdict.state == "RUNNING" and spec.distributed \
                     and self._stop_if_hung(job_info, paths, spec):
                 changed = True
@@ -424,12 +442,28 @@ class Executor(RemoteExecutor):
     def _say(self, paths: StepPaths, job_id: str, text: str) -> None:
         self.logger.info(f"slurm-gpu: step {paths.key}, Slurm job {job_id}: {text}")
 
-    def _follow(self, job_id: str, paths: StepPaths, spec: StepSpec, record: slurm.JobRecord | None,
-                verdict: Verdict | None) -> None:
-        """The job side's new events (a line each), then what the queue says: a requeue, a pending
-        reason that changed (an event and a line each)."""
+    def _follow_events(self, job_id: str, paths: StepPaths, spec: StepSpec) -> None:
+        """The job side's new events: a console line per transition (every tick, no Slurm call)."""
         for line in self.tracker.read(paths.event_log, job_id, spec.nodes * spec.tasks_per_node):
             self._say(paths, job_id, line)
+
+    def _poll_due(self, active_jobs: Sequence[SubmittedJobInfo], now: float) -> bool:
+        """Ask Slurm now? When its interval is up, or when a batch script said it ended (then at
+        most once per ENDED_POLL_GAP_S, for ENDED_POLL_WINDOW_S after that)."""
+        if now >= self._next_poll:
+            return True
+        if now - self._last_poll < ENDED_POLL_GAP_S:
+            return False
+        wall = time.time()
+        for job_info in active_jobs:
+            ended = self.tracker.ended_at(job_info.external_jobid)
+            if ended is not None and wall - ended < ENDED_POLL_WINDOW_S:
+                return True
+        return False
+
+    def _follow_queue(self, job_id: str, paths: StepPaths, record: slurm.JobRecord | None,
+                      verdict: Verdict | None) -> None:
+        """What the queue says: a requeue, a pending reason that changed (an event and a line each)."""
         if record is not None and verdict is not None:
             if self.tracker.requeued(job_id, verdict.state):
                 self._event(paths, "requeued", job_id, state=verdict.state)
@@ -493,10 +527,11 @@ class Executor(RemoteExecutor):
                              f"'{self.settings.checkpoint_cleanup}' removed {len(removed)} file(s)")
 
     def _back_off(self, changed: bool) -> None:
-        """Poll fast while jobs are finishing, slower while nothing happens."""
+        """Poll Slurm fast while jobs are finishing, slower while nothing happens."""
         low, high = self.settings.status_interval_min_s, self.settings.status_interval_max_s
-        current = self.next_seconds_between_status_checks or low
-        self.next_seconds_between_status_checks = low if changed else min(high, current * 1.5)
+        self._poll_interval_s = low if changed else min(high, self._poll_interval_s * 1.5)
+        self._next_poll = self._last_poll + self._poll_interval_s
+        self.next_seconds_between_status_checks = min(self._tick_s, self._poll_interval_s)
 
     def _failure_message(self, job_info: SubmittedJobInfo, reason: str) -> str:
         paths: StepPaths = job_info.aux["paths"]

@@ -73,6 +73,12 @@ class ExecutorSettings(ExecutorSettingsBase):
         metadata={"help": "Seconds between status polls while jobs are changing state (one batched "
                           "squeue per poll for all jobs)."},
     )
+    status_event_interval_s: float = field(
+        default=0.5,
+        metadata={"help": "Seconds between looks at the live steps' event logs (files on the shared file "
+                          "system, no Slurm call). A step whose batch script wrote that it ended is asked "
+                          "about at once instead of at the next status poll."},
+    )
     status_interval_max_s: int = field(
         default=10,
         metadata={"help": "Longest wait between status polls: the interval grows towards it while "

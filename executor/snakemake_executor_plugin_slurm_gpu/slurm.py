@@ -115,6 +115,12 @@ def squeue_argv(job_ids: Iterable[str]) -> list[str]:
             f"--format={_SQUEUE_FIELDS}"]
 
 
+def squeue_mine_argv() -> list[str]:
+    # every job of this user: one listing whatever the number of ids (an id list of 10,000s of jobs
+    # would pass the kernel's limit on one argument; squeue loads all jobs and filters anyway)
+    return ["squeue", "--noheader", "--states=all", "--me", f"--format={_SQUEUE_FIELDS}"]
+
+
 def is_no_such_job(error: SlurmError) -> bool:
     """squeue fails outright when none of the asked ids is still known to the controller."""
     return "Invalid job id specified" in error.stderr

@@ -83,6 +83,11 @@ def _ended_badly(record: JobRecord) -> bool:
 
 Run = Callable[[Sequence[str]], str]
 
+# above this many ids a poll lists all of the user's jobs instead of naming them
+SQUEUE_ID_LIST_MAX = 2000
+# sacct is asked for at most this many ids per call (only jobs that left the queue are asked about)
+SACCT_CHUNK = 1000
+
 
 @dataclass
 class StatusQuery:
@@ -97,16 +102,23 @@ class StatusQuery:
         ids = sorted(set(job_ids), key=int)
         if not ids:
             return {}
-        try:
-            found = slurm.parse_squeue(self.run(slurm.squeue_argv(ids)))
-        except SlurmError as e:
-            if not slurm.is_no_such_job(e):
-                raise
-            found = {}
-        wanted = [i for i in ids if i not in found or _ended_badly(found[i])]
-        if wanted and self.use_sacct:
+        if len(ids) > SQUEUE_ID_LIST_MAX:
+            listed = slurm.parse_squeue(self.run(slurm.squeue_mine_argv()))
+            wanted_ids = set(ids)
+            found = {i: r for i, r in listed.items() if i in wanted_ids}
+        else:
             try:
-                found.update(slurm.parse_sacct(self.run(slurm.sacct_argv(wanted))))
+                found = slurm.parse_squeue(self.run(slurm.squeue_argv(ids)))
+            except SlurmError as e:
+                if not slurm.is_no_such_job(e):
+                    raise
+                found = {}
+        wanted = [i for i in ids if i not in found or _ended_badly(found[i])]
+        for start in range(0, len(wanted), SACCT_CHUNK):
+            if not self.use_sacct:
+                break
+            try:
+                found.update(slurm.parse_sacct(self.run(slurm.sacct_argv(wanted[start:start + SACCT_CHUNK]))))
             except SlurmError as e:
                 # without accounting, sacct says so and exits 1: squeue is all there is
                 if "accounting storage is disabled" in (e.stderr + e.stdout):

@@ -53,6 +53,7 @@ class StepTracker:
     _runs: dict[str, _Run] = field(default_factory=dict)
     _pending: dict[str, str] = field(default_factory=dict)
     _states: dict[str, str] = field(default_factory=dict)
+    _ended: dict[str, float] = field(default_factory=dict)
 
     def requeued(self, job_id: str, state: str) -> bool:
         """True once when a job that was running is back in the queue under the same id: Slurm
@@ -79,6 +80,9 @@ class StepTracker:
             if entry.get("event") == "started":
                 self._runs[job_id] = _Run(float(entry.get("ts") or 0))
                 self._pending.pop(job_id, None)
+                self._ended.pop(job_id, None)
+            elif entry.get("event") == "ended":
+                self._ended[job_id] = float(entry.get("ts") or 0)
             run = self._runs.get(job_id)
             if run is not None:
                 run.events.append(entry)
@@ -97,7 +101,12 @@ class StepTracker:
         run = self._runs.get(job_id)
         return None if run is None else (run.started_ts, run.events)
 
+    def ended_at(self, job_id: str) -> float | None:
+        """When the job's batch script said it reached its end (its latest run), if it did."""
+        return self._ended.get(job_id)
+
     def forget(self, job_id: str) -> None:
+        self._ended.pop(job_id, None)
         self._runs.pop(job_id, None)
         self._pending.pop(job_id, None)
         self._states.pop(job_id, None)

@@ -28,3 +28,6 @@ printf '{"ts": %s, "event": "started", "step": "%s", "source": "job", "job_id": 
 # the inner Snakemake runs in the batch step itself, with the SLURM_* environment intact, so
 # the rule's own srun gets the whole allocation
 python -m snakemake --snakefile /work/wf/Snakefile --target-jobs 'STEP' --cores all --mode remote --executor local
+rc=$?
+printf '{"ts": %s, "event": "ended", "step": "%s", "source": "job", "job_id": "%s", "exit_code": %d}\n' "$(date +%s.%N | cut -c1-14)" "$SLURM_GPU_STEP" "$SLURM_JOB_ID" "$rc" >> "$SLURM_GPU_EVENT_LOG" || true
+exit $rc

@@ -177,7 +177,8 @@ def test_script_shape(name: str) -> None:
     text = render(name)
     lines = text.splitlines()
     assert lines[0] == "#!/bin/bash"
-    assert text.endswith(COMMAND + "\n")
+    # the inner Snakemake, then its exit status recorded and passed on as the script's own
+    assert lines[-4:-1] == [COMMAND, "rc=$?"] + [lines[-2]] and lines[-1] == "exit $rc"
     # sbatch stops reading #SBATCH lines at the first command: all of them must come before it
     first_command = next(i for i, line in enumerate(lines) if line.strip() and not line.startswith("#"))
     assert all(i < first_command for i, line in enumerate(lines) if line.startswith("#SBATCH"))
@@ -406,3 +407,26 @@ def test_percent_in_wildcards_never_reaches_output() -> None:
     output = next(line for line in render_directives(build_spec("train", {}), paths, JobOptions())
                   if line.startswith("#SBATCH --output="))
     assert re.fullmatch(r"#SBATCH --output=[^%]*/%j\.log", output)
+
+
+# ---------------------------------------------------------------- the end of the script, run by bash
+
+@pytest.mark.parametrize("status", [0, 3])
+def test_the_script_records_its_end_and_keeps_the_inner_exit_status(tmp_path: Path, status: int) -> None:
+    from snakemake_executor_plugin_slurm_gpu import events
+    spec = build_spec("train", {"gpus": 2, "nodes": 2})
+    paths = StepPaths.of(tmp_path, "train", {"lr": "0.1"})
+    script = render_batch_script(spec, paths, f"exit_with() {{ return $1; }}; exit_with {status}", JobOptions())
+    paths.event_log.parent.mkdir(parents=True)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "scontrol").write_text("#!/bin/sh\necho n1\n")
+    (bin_dir / "scontrol").chmod(0o755)
+    env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "SLURM_JOB_ID": "77", "SLURM_JOB_NODELIST": "n[1-2]"}
+    done = subprocess.run(["bash", "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=30)
+    assert done.returncode == status, done.stderr
+    started, ended = events.read(paths.event_log)
+    assert started["event"] == "started"
+    assert ended == {"ts": ended["ts"], "event": "ended", "step": "train/lr=0.1", "source": "job", "job_id": "77",
+                     "exit_code": status}
+    assert ended["ts"] >= started["ts"]

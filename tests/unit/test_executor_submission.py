@@ -109,3 +109,56 @@ def test_a_world_writable_dot_snakemake_of_ours_loses_its_write_bits_once(workdi
     assert stat.S_IMODE((workdir / ".snakemake").stat().st_mode) == 0o755
     warnings = [text for level, text in me.logger.lines if level == "warning"]
     assert len(warnings) == 1 and "(mode 0777); removed those write bits" in warnings[0]
+
+
+# ---------------------------------------------------------------- two clocks: event logs and Slurm polls
+
+def poller(root: Path) -> SimpleNamespace:
+    from snakemake_executor_plugin_slurm_gpu.tracking import StepTracker
+    me = SimpleNamespace(settings=ExecutorSettings(), tracker=StepTracker(), _tick_s=0.5, _poll_interval_s=2.0,
+                         _next_poll=0.0, _last_poll=float("-inf"), next_seconds_between_status_checks=0.5)
+    return me
+
+
+def polled_at(me: SimpleNamespace, now: float, changed: bool) -> None:
+    me._last_poll = now
+    Executor._back_off(me, changed)
+
+
+def test_slurm_is_asked_on_its_own_interval_which_grows_while_nothing_changes(tmp_path: Path) -> None:
+    me, jobs = poller(tmp_path), [SimpleNamespace(external_jobid="9")]
+    assert Executor._poll_due(me, jobs, 100.0)
+    polled_at(me, 100.0, changed=False)
+    assert me._poll_interval_s == 3.0 and me.next_seconds_between_status_checks == 0.5
+    assert not Executor._poll_due(me, jobs, 102.9) and Executor._poll_due(me, jobs, 103.0)
+    for _ in range(10):
+        polled_at(me, 200.0, changed=False)
+    assert me._poll_interval_s == me.settings.status_interval_max_s == 10
+    polled_at(me, 300.0, changed=True)
+    assert me._poll_interval_s == 2 and not Executor._poll_due(me, jobs, 301.9)
+
+
+def test_a_batch_script_that_says_it_ended_gets_slurm_asked_within_a_second(tmp_path: Path) -> None:
+    import time as clock
+
+    from snakemake_executor_plugin_slurm_gpu import events
+    me, jobs = poller(tmp_path), [SimpleNamespace(external_jobid="9")]
+    for _ in range(4):
+        polled_at(me, 100.0, changed=False)      # next regular poll: 10 s away
+    log = tmp_path / "train.jsonl"
+    events.append(log, events.record("started", "train/all", "job", "9", nodes="n1", restart=0))
+    me.tracker.read(log, "9", 1)
+    assert not Executor._poll_due(me, jobs, 101.5)
+    events.append(log, events.record("ended", "train/all", "job", "9", exit_code=0))
+    me.tracker.read(log, "9", 1)
+    assert not Executor._poll_due(me, jobs, 100.5)   # at most one poll per ENDED_POLL_GAP_S
+    assert Executor._poll_due(me, jobs, 101.0)
+    # another job's end, or an end long ago, is no reason to ask
+    assert not Executor._poll_due(me, [SimpleNamespace(external_jobid="10")], 101.0)
+    me.tracker._ended["9"] = clock.time() - 60
+    assert not Executor._poll_due(me, jobs, 101.0)
+    # a requeued job starts again: its earlier end no longer counts
+    events.append(log, events.record("ended", "train/all", "job", "9", exit_code=143))
+    events.append(log, events.record("started", "train/all", "job", "9", nodes="n2", restart=1))
+    me.tracker.read(log, "9", 1)
+    assert me.tracker.ended_at("9") is None and not Executor._poll_due(me, jobs, 101.0)

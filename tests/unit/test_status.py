@@ -102,6 +102,28 @@ def test_ids_are_asked_in_numeric_order(fake_slurm: FakeSlurm) -> None:
     assert fake_slurm.argvs() == [slurm.squeue_argv(["9", "10", "100"])]
 
 
+def test_ten_thousand_ids_are_one_listing_of_the_users_jobs(fake_slurm: FakeSlurm) -> None:
+    # named one by one they would not fit in one argument (the kernel's limit is 128 KiB)
+    ids = [str(100000 + i) for i in range(10000)]
+    listing = "".join(f"{i}|PENDING|JobHeldUser|\n" for i in ids[:9998]) + "7|RUNNING|None|n1\n"
+    fake_slurm.answer(slurm.squeue_mine_argv(), stdout=listing)
+    fake_slurm.answer(slurm.sacct_argv(ids[9998:]), stdout=f"{ids[9998]}|COMPLETED|None|0:0|n1\n")
+    records = StatusQuery(run=fake_slurm.run).records(ids)
+    assert fake_slurm.commands() == ["squeue", "sacct"]
+    assert len(records) == 9999 and "7" not in records          # somebody else's job of ours: not asked about
+    assert records[ids[0]].reason == "JobHeldUser" and records[ids[9998]].state == "COMPLETED"
+
+
+def test_sacct_is_asked_in_chunks(fake_slurm: FakeSlurm) -> None:
+    ids = [str(i) for i in range(1, 2501)]
+    fake_slurm.answer(slurm.squeue_mine_argv(), stdout="")
+    for start in (0, 1000, 2000):
+        fake_slurm.answer(slurm.sacct_argv(ids[start:start + 1000]), stdout=f"{ids[start]}|COMPLETED|None|0:0|n1\n")
+    records = StatusQuery(run=fake_slurm.run).records(ids)
+    assert fake_slurm.commands() == ["squeue", "sacct", "sacct", "sacct"]
+    assert set(records) == {"1", "1001", "2001"}
+
+
 def test_no_ids_no_calls(fake_slurm: FakeSlurm) -> None:
     assert StatusQuery(run=fake_slurm.run).records([]) == {}
     assert fake_slurm.calls == []
