@@ -25,6 +25,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
+OFFICIAL_BIN = REPO / ".venv-official" / "bin"  # make bench-venv
+ONE_RANK = ", 1 node x 1 rank"
 LOGS = Path(".snakemake/slurm-gpu/logs/train/all")
 CKPT = Path(".snakemake/slurm-gpu/checkpoints/train/all")
 
@@ -68,19 +70,24 @@ def wait_for(predicate, timeout_s: float):
     raise TimeoutError
 
 
+def ready_to_stop(job: str | None, ckpt_dir: Path, text: str) -> str | None:
+    """`job` if it runs and trained 20-40 steps past its newest checkpoint, so that a hard stop
+    has steps to lose."""
+    if job is None or not list(ckpt_dir.glob("step-*.ckpt.json")):
+        return None
+    state = slurm("squeue", "-h", "--states=all", f"-j{job}", "-o", "%T").strip()
+    points = progress(text)
+    newest = max(int(m) for p in ckpt_dir.glob("step-*.ckpt.json") for m in re.findall(r"step-(\d+)", p.name))
+    return job if state == "RUNNING" and points and newest + 20 <= points[-1][0] < newest + 40 else None
+
+
 def running_with_checkpoint(workdir: Path) -> str | None:
     ids = jobs(workdir)
-    if not ids or not list((workdir / CKPT).glob("step-*.ckpt.json")):
-        return None
-    state = slurm("squeue", "-h", "--states=all", f"-j{ids[-1]}", "-o", "%T").strip()
-    # stop 20 steps past the newest checkpoint, so that a hard stop has steps to lose
-    points = progress(log_text(workdir))
-    newest = max(int(m) for p in (workdir / CKPT).glob("step-*.ckpt.json") for m in re.findall(r"step-(\d+)", p.name))
-    return ids[-1] if state == "RUNNING" and points and newest + 20 <= points[-1][0] < newest + 40 else None
+    return ready_to_stop(ids[-1] if ids else None, workdir / CKPT, log_text(workdir))
 
 
 def stop(scenario: str, job: str) -> None:
-    if scenario == "signalled preemption":
+    if "signalled preemption" in scenario:
         slurm("sbatch", "-p", "urgent", "-N2", "--ntasks-per-node=4", "-J", "urgent", "-o", "/dev/null",
               "--wrap=sleep 3")
     elif scenario == "scontrol requeue (no signal)":
@@ -90,13 +97,17 @@ def stop(scenario: str, job: str) -> None:
 
 
 def run_scenario(scenario: str, steps: int, step_sleep: float) -> dict[str, object]:
+    if scenario.startswith("official plugin"):
+        return run_official(scenario, steps, step_sleep)
     workdir = Path(tempfile.mkdtemp(prefix="resume-cost-")) / "train-eval"
     shutil.copytree(REPO / "workflows/train-eval", workdir,
                     ignore=shutil.ignore_patterns(".snakemake", "results", "data", "__pycache__"))
     args = [str(VENV_BIN / "snakemake"), "--profile", str(REPO / "profiles/slurm-gpu"), "--config", f"max_steps={steps}"]
+    if scenario.endswith(ONE_RANK):
+        args += ["train_nodes=1", "train_gpus=1"]
     if scenario == "time-out, resubmitted":
         # a 1-minute limit, no warning signal, and twice as much training as fits in it
-        args = args[:-1] + [f"max_steps={int(120 / step_sleep)}", "--set-resources", "train:runtime=1",
+        args = args[:4] + [f"max_steps={int(120 / step_sleep)}", "--set-resources", "train:runtime=1",
                             "train:signal_lead_s=0"]
     env = {**os.environ, "PATH": f"{VENV_BIN}:{os.environ['PATH']}", "TRAIN_STEP_SLEEP_S": str(step_sleep),
            "TRAIN_PROGRESS_EVERY": "1"}
@@ -112,8 +123,12 @@ def run_scenario(scenario: str, steps: int, step_sleep: float) -> dict[str, obje
                 wait_for(lambda: "NODE_FAIL" in [s for s, _, _ in segments([job])], 120)
                 subprocess.run(["bash", str(REPO / "cluster/up.sh")], check=True, capture_output=True)
         rc = proc.wait(timeout=1200)
-    text = log_text(workdir)
-    segs = segments(jobs(workdir))
+    return figures(scenario, rc, log_text(workdir), jobs(workdir), stop_t, started)
+
+
+def figures(scenario: str, rc: int, text: str, job_ids: list[str], stop_t: float | None,
+            started: float) -> dict[str, object]:
+    segs = segments(job_ids)
     if stop_t is None:  # the time-out: the stop is the end of the first run
         stop_t = segs[0][2]
     first_resume = text.find("resumed_from global_step=")
@@ -122,7 +137,7 @@ def run_scenario(scenario: str, steps: int, step_sleep: float) -> dict[str, obje
     again = [t for _, t in progress(text[first_resume:])][1:] if first_resume >= 0 else []
     gap = [nxt[1] - cur[2] for cur, nxt in zip(segs, segs[1:])]
     return {
-        "scenario": scenario, "ok": rc == 0, "slurm_jobs": len(jobs(workdir)),
+        "scenario": scenario, "ok": rc == 0, "slurm_jobs": len(job_ids),
         "segments": [s for s, _, _ in segs],
         "step_at_stop": max(before) if before else None,
         "resumed_from": resumed[0] if resumed else None,
@@ -134,6 +149,57 @@ def run_scenario(scenario: str, steps: int, step_sleep: float) -> dict[str, obje
     }
 
 
+# The same training script under the official plugin, which knows no GPUs-per-node geometry, no
+# requeue signal and no checkpoint directory: one rank (plain python, run by its job-step executor),
+# checkpoints where the script's helper puts them outside slurm-gpu (./checkpoints), every step's
+# progress appended to one file across restarts.
+OFFICIAL_SNAKEFILE = """
+configfile: "config.yaml"
+
+rule all:
+    input: "results/model.pt"
+
+rule train:
+    input: "data/train.npz"
+    output: model="results/model.pt"
+    resources: runtime=30, cpus_per_task=1, mem_mb=2000
+    shell: "{python} scripts/train.py --data {{input:q}} --out {{output.model:q}} --max-steps {{config[max_steps]}}"
+           " --checkpoint-every {{config[checkpoint_every]}} >> progress.log 2>&1"
+"""
+
+
+def running_official_job() -> str | None:
+    for line in slurm("squeue", "-h", "-t", "R", "-o", "%i|%j").splitlines():
+        job, name = line.split("|", 1)
+        if name != "urgent":
+            return job
+    return None
+
+
+def run_official(scenario: str, steps: int, step_sleep: float) -> dict[str, object]:
+    workdir = Path(tempfile.mkdtemp(prefix="resume-cost-official-")) / "train-eval"
+    shutil.copytree(REPO / "workflows/train-eval", workdir,
+                    ignore=shutil.ignore_patterns(".snakemake", "results", "data", "__pycache__"))
+    # the data made here: the training is the plugin's only job
+    subprocess.run([str(VENV_BIN / "python"), "scripts/prepare.py", "--train", "data/train.npz", "--test",
+                    "data/test.npz", "--seed", "0"], cwd=workdir, check=True, capture_output=True)
+    (workdir / "Snakefile.official").write_text(OFFICIAL_SNAKEFILE.format(python=VENV_BIN / "python"))
+    args = [str(OFFICIAL_BIN / "snakemake"), "--snakefile", "Snakefile.official", "--executor", "slurm", "--jobs", "1",
+            "--default-resources", "slurm_partition=debug", "slurm_account=root", "--config", f"max_steps={steps}"]
+    env = {**os.environ, "PATH": f"{OFFICIAL_BIN}:{os.environ['PATH']}", "TRAIN_STEP_SLEEP_S": str(step_sleep),
+           "TRAIN_PROGRESS_EVERY": "1"}
+    progress_log = workdir / "progress.log"
+    started = time.time()
+    with open(workdir / "snakemake.txt", "w") as out:
+        proc = subprocess.Popen(args, cwd=workdir, env=env, stdout=out, stderr=subprocess.STDOUT)
+        job = wait_for(lambda: ready_to_stop(running_official_job(), workdir / "checkpoints",
+                                             progress_log.read_text() if progress_log.exists() else ""), 300)
+        stop_t = time.time()
+        stop(scenario, job)
+        rc = proc.wait(timeout=1200)
+    return figures(scenario, rc, progress_log.read_text(), [job], stop_t, started)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--steps", type=int, default=400)
@@ -141,17 +207,18 @@ def main() -> None:
     ap.add_argument("--only", default="", help="comma-separated scenario name prefixes")
     args = ap.parse_args()
     scenarios = ["signalled preemption", "scontrol requeue (no signal)", "node failure (slurmd killed)",
-                 "time-out, resubmitted"]
+                 "time-out, resubmitted", "signalled preemption" + ONE_RANK,
+                 "official plugin: signalled preemption" + ONE_RANK]
     if args.only:
         scenarios = [s for s in scenarios if any(s.startswith(p.strip()) for p in args.only.split(","))]
     results = []
     for scenario in scenarios:
         print(f"... {scenario}", flush=True)
         results.append(run_scenario(scenario, args.steps, args.step_sleep))
-    head = f"{'scenario':32} {'ok':>3} {'jobs':>4} {'stop@':>6} {'resume@':>7} {'lost':>5} {'stop->train s':>13} {'slurm gap s':>11}"
+    head = f"{'scenario':58} {'ok':>3} {'jobs':>4} {'stop@':>6} {'resume@':>7} {'lost':>5} {'stop->train s':>13} {'slurm gap s':>11}"
     print("\n" + head + "\n" + "-" * len(head))
     for r in results:
-        print(f"{r['scenario']:32} {'yes' if r['ok'] else 'NO':>3} {r['slurm_jobs']:>4} {str(r['step_at_stop']):>6} "
+        print(f"{r['scenario']:58} {'yes' if r['ok'] else 'NO':>3} {r['slurm_jobs']:>4} {str(r['step_at_stop']):>6} "
               f"{str(r['resumed_from']):>7} {str(r['steps_lost']):>5} {str(r['stop_to_training_s']):>13} "
               f"{str(r['slurm_turnaround_s']):>11}")
     print("\nstop@: last step the stopped run finished; lost = stop@ - resume@ (0 if it resumed past it);"
