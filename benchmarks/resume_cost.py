@@ -60,9 +60,11 @@ def segments(job_ids: list[str]) -> list[tuple[str, float, float]]:
     return rows
 
 
-def wait_for(predicate, timeout_s: float):
+def wait_for(predicate, timeout_s: float, proc: subprocess.Popen | None = None):
     end = time.monotonic() + timeout_s
     while time.monotonic() < end:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"Snakemake ended (exit {proc.returncode}) before the stop")
         value = predicate()
         if value:
             return value
@@ -116,7 +118,7 @@ def run_scenario(scenario: str, steps: int, step_sleep: float) -> dict[str, obje
         proc = subprocess.Popen(args, cwd=workdir, env=env, stdout=out, stderr=subprocess.STDOUT)
         stop_t = None
         if scenario != "time-out, resubmitted":
-            job = wait_for(lambda: running_with_checkpoint(workdir), 300)
+            job = wait_for(lambda: running_with_checkpoint(workdir), 300, proc)
             stop_t = time.time()
             stop(scenario, job)
             if scenario.startswith("node failure"):
@@ -132,7 +134,7 @@ def figures(scenario: str, rc: int, text: str, job_ids: list[str], stop_t: float
     if stop_t is None:  # the time-out: the stop is the end of the first run
         stop_t = segs[0][2]
     first_resume = text.find("resumed_from global_step=")
-    before = [s for s, _ in progress(text[:first_resume])] if first_resume >= 0 else []
+    before = [s for s, _ in progress(text[:first_resume] if first_resume >= 0 else text)]
     resumed = [int(s) for s in re.findall(r"resumed_from global_step=(\d+)", text)]
     again = [t for _, t in progress(text[first_resume:])][1:] if first_resume >= 0 else []
     gap = [nxt[1] - cur[2] for cur, nxt in zip(segs, segs[1:])]
@@ -142,7 +144,9 @@ def figures(scenario: str, rc: int, text: str, job_ids: list[str], stop_t: float
         "step_at_stop": max(before) if before else None,
         "resumed_from": resumed[0] if resumed else None,
         # a checkpoint taken at the signal can be a step past the last one printed: nothing lost then
-        "steps_lost": max(0, max(before) - resumed[0]) if before and resumed else None,
+        # a run that failed without resuming lost every step it trained (the workflow stopped)
+        "steps_lost": (max(0, max(before) - resumed[0]) if before and resumed
+                       else max(before) if before and rc != 0 else None),
         "stop_to_training_s": round(again[0] - stop_t, 1) if again else None,
         "slurm_turnaround_s": round(gap[0], 1) if gap else None,
         "wall_s": round(time.time() - started, 1),
@@ -193,7 +197,7 @@ def run_official(scenario: str, steps: int, step_sleep: float) -> dict[str, obje
     with open(workdir / "snakemake.txt", "w") as out:
         proc = subprocess.Popen(args, cwd=workdir, env=env, stdout=out, stderr=subprocess.STDOUT)
         job = wait_for(lambda: ready_to_stop(running_official_job(), workdir / "checkpoints",
-                                             progress_log.read_text() if progress_log.exists() else ""), 300)
+                                             progress_log.read_text() if progress_log.exists() else ""), 300, proc)
         stop_t = time.time()
         stop(scenario, job)
         rc = proc.wait(timeout=1200)
@@ -215,15 +219,16 @@ def main() -> None:
     for scenario in scenarios:
         print(f"... {scenario}", flush=True)
         results.append(run_scenario(scenario, args.steps, args.step_sleep))
-    head = f"{'scenario':58} {'ok':>3} {'jobs':>4} {'stop@':>6} {'resume@':>7} {'lost':>5} {'stop->train s':>13} {'slurm gap s':>11}"
+    head = (f"{'scenario':58} {'ok':>3} {'jobs':>4} {'stop@':>6} {'resume@':>7} {'lost':>5} {'stop->train s':>13} "
+            f"{'slurm gap s':>11}  Slurm states of the runs")
     print("\n" + head + "\n" + "-" * len(head))
     for r in results:
         print(f"{r['scenario']:58} {'yes' if r['ok'] else 'NO':>3} {r['slurm_jobs']:>4} {str(r['step_at_stop']):>6} "
               f"{str(r['resumed_from']):>7} {str(r['steps_lost']):>5} {str(r['stop_to_training_s']):>13} "
-              f"{str(r['slurm_turnaround_s']):>11}")
+              f"{str(r['slurm_turnaround_s']):>11}  {' '.join(r['segments'])}")
     print("\nstop@: last step the stopped run finished; lost = stop@ - resume@ (0 if it resumed past it);"
           " stop->train: stop to the first step trained after resuming; slurm gap: end of the stopped run"
-          " to the start of the next (sacct)")
+          " to the start of the next (sacct); ok NO: the Snakemake run failed (see its states), losing every step")
     out = REPO / "benchmarks/results/resume_cost.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"steps": args.steps, "step_sleep_s": args.step_sleep, "results": results}, indent=2))

@@ -66,7 +66,8 @@ class DigitClassifier(L.LightningModule):
         print(f"rank_joined rank={self.global_rank} world_size={self.trainer.world_size} "
               f"node_rank={self.trainer.node_rank} local_rank={self.local_rank} host={socket.gethostname()} "
               f"master={os.environ.get('MASTER_ADDR')}:{os.environ.get('MASTER_PORT')} "
-              f"backend={torch.distributed.get_backend()}", flush=True)
+              f"backend={torch.distributed.get_backend() if torch.distributed.is_initialized() else 'none'}",
+              flush=True)
 
 
 def main() -> None:
