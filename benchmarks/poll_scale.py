@@ -98,6 +98,7 @@ def poll_figures(ids: list[str]) -> dict[str, object]:
         parses.append(walls[-1] - in_slurm)
         assert len(records) == len(ids), f"the poll found {len(records)} of {len(ids)} jobs"
     rpcs = rpc_total()
+    calls = len(commands)
     # memory apart: tracing every allocation slows the poll down
     tracemalloc.start()
     query.records(ids)
@@ -105,7 +106,7 @@ def poll_figures(ids: list[str]) -> dict[str, object]:
     tracemalloc.stop()
     return {
         "jobs": len(ids),
-        "commands_per_poll": len(commands) / POLLS,
+        "commands_per_poll": calls / POLLS,
         "command_names": sorted(set(commands)),
         "rpcs_per_poll": round(rpcs / POLLS, 1),  # squeue: job info + partition info
         "poll_s": round(statistics.median(walls), 3),

@@ -3,7 +3,7 @@ scripts/train.py (2 nodes x 2 ranks, Gloo on the CPU) as the `train` step of wor
 under `snakemake --executor slurm-gpu`, next to the same script in a hand-written sbatch script
 (`srun python scripts/train.py ...`, Lightning finding its world in Slurm's environment).
 
-    .venv/bin/python benchmarks/training_overhead.py [--steps 1500] [--rounds 2]
+    .venv/bin/python benchmarks/training_overhead.py [--steps 1500] [--rounds 4]
 
 Both read the per-step progress lines the script prints (TRAIN_PROGRESS_EVERY=1) and count steps per
 second from step 50 to the last step, leaving out start-up (Python, torch, the rendezvous), which
@@ -94,7 +94,7 @@ def hand_written(base: Path, name: str, steps: int) -> dict[str, float]:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--steps", type=int, default=1500)
-    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--rounds", type=int, default=4)
     args = ap.parse_args()
     base = Path(tempfile.mkdtemp(prefix="sg-training-overhead-"))
     (base / "data").mkdir()
