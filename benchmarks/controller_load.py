@@ -35,6 +35,9 @@ import time
 from datetime import datetime
 from pathlib import Path
 
+from benchlib import rpc_counts, shim_dir, slurm
+from benchlib import table as format_table
+
 REPO = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
 # the official plugin lives in a venv of its own (make bench-venv): installed beside slurm-gpu it runs
@@ -66,30 +69,6 @@ rule short:
     resources: runtime=5, mem_mb=100
     shell: "sleep 1; date +%s.%N > {{output}}"
 '''
-
-
-def slurm(*argv: str) -> str:
-    return subprocess.run(list(argv), capture_output=True, text=True, check=True, timeout=120).stdout
-
-
-def shim_dir(base: Path) -> tuple[Path, Path]:
-    """Wrappers that log each call (name, time) and exec the real command."""
-    bin_dir, calls = base / "shim", base / "calls.log"
-    bin_dir.mkdir(parents=True)
-    for name in SHIMMED:
-        real = shutil.which(name)
-        if real is None:
-            continue
-        (bin_dir / name).write_text(f'#!/bin/sh\necho "{name} $(date +%s.%N)" >> "{calls}"\nexec {real} "$@"\n')
-        (bin_dir / name).chmod(0o755)
-    return bin_dir, calls
-
-
-def rpc_counts(text: str) -> dict[str, int]:
-    """RPC counts by message type from `sdiag` or `sacctmgr show stats`."""
-    section = text.split("Remote Procedure Call statistics by message type", 1)[-1]
-    section = section.split("Remote Procedure Call statistics by user", 1)[0]
-    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^\s*(\w+)\s+\(\s*\d+\)\s+count:(\d+)", section, re.M)}
 
 
 def reset_counters() -> None:
@@ -191,7 +170,9 @@ def slurm_times(since: float) -> list[tuple[float, float, float]]:
 def measure(mode: str, scenario: str, n: int, base: Path) -> dict[str, object]:
     workdir = base / f"{scenario}-{mode}"
     workdir.mkdir(parents=True)
-    bin_dir, calls = shim_dir(workdir.parent / f"{scenario}-{mode}-tools")
+    tools = workdir.parent / f"{scenario}-{mode}-tools"
+    calls = tools / "calls.log"
+    bin_dir = shim_dir(tools / "shim", calls, SHIMMED)
     chain = scenario == "chain"
     (workdir / "Snakefile").write_text(SNAKEFILE.format(n=n, chain=chain))
     reset_counters()
@@ -270,9 +251,7 @@ def table(rows: list[dict[str, object]]) -> str:
         lines.append((r["scenario"], r["mode"], r["wall_s"], f"{r['rpcs'] / n:.1f}", f"{r['query_rpcs'] / n:.1f}",
                       inv.get("squeue", 0), inv.get("sacct", 0), inv.get("scontrol", 0), inv.get("sbatch", 0),
                       other, r["queued_mean_s"], r["ran_mean_s"], lat))
-    widths = [max(len(str(row[i])) for row in lines) for i in range(len(head))]
-    text = "\n".join("  ".join(str(v).ljust(w) for v, w in zip(row, widths)) for row in lines)
-    return text + "\n\n" + "\n".join(ratios(rows))
+    return format_table(lines) + "\n\n" + "\n".join(ratios(rows))
 
 
 def ratios(rows: list[dict[str, object]]) -> list[str]:

@@ -29,6 +29,9 @@ import tracemalloc
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from benchlib import rpc_counts, shim_dir
+from benchlib import slurm as sh
+from benchlib import table as format_table
 from snakemake_executor_plugin_slurm_gpu import slurm
 from snakemake_executor_plugin_slurm_gpu.status import StatusQuery
 
@@ -49,10 +52,6 @@ rule held:
 '''
 
 
-def sh(*argv: str) -> str:
-    return subprocess.run(list(argv), capture_output=True, text=True, check=True, timeout=300).stdout
-
-
 def submit_held(count: int) -> tuple[list[str], float]:
     """`count` held one-line jobs (8 sbatch at a time); their ids and the submissions per second."""
     def one(_: int) -> str:
@@ -65,12 +64,8 @@ def submit_held(count: int) -> tuple[list[str], float]:
 
 
 def rpc_total() -> int:
-    text = sh("sdiag")
-    section = text.split("Remote Procedure Call statistics by message type", 1)[-1]
-    section = section.split("Remote Procedure Call statistics by user", 1)[0]
-    import re
-    return sum(int(c) for name, c in re.findall(r"^\s*(\w+)\s+\(\s*\d+\)\s+count:(\d+)", section, re.M)
-               if name != "REQUEST_STATS_INFO")
+    """slurmctld RPCs since the last reset, the benchmark's own reads of the counters left out."""
+    return sum(c for name, c in rpc_counts(sh("sdiag")).items() if name != "REQUEST_STATS_INFO")
 
 
 def poll_figures(ids: list[str]) -> dict[str, object]:
@@ -131,14 +126,9 @@ def proc_rss_mb(pid: int) -> float:
 def snakemake_figures(n: int, watch_s: float) -> dict[str, object]:
     """A real Snakemake run of n held jobs: submission time, then per-poll commands, CPU and memory."""
     base = Path(tempfile.mkdtemp(prefix="sg-poll-scale-"))
-    work, shim, calls = base / "wf", base / "shim", base / "calls.log"
+    work, calls = base / "wf", base / "calls.log"
     work.mkdir()
-    shim.mkdir()
-    for name in ("sbatch", "squeue", "sacct", "scontrol", "sinfo", "scancel"):
-        real = shutil.which(name)
-        if real:
-            (shim / name).write_text(f'#!/bin/sh\necho "{name} $(date +%s.%N)" >> "{calls}"\nexec {real} "$@"\n')
-            (shim / name).chmod(0o755)
+    shim = shim_dir(base / "shim", calls, ("sbatch", "squeue", "sacct", "scontrol", "sinfo", "scancel"))
     (work / "Snakefile").write_text(SNAKEFILE.format(n=n))
     env = dict(os.environ, PATH=f"{shim}:{VENV_BIN}:{os.environ['PATH']}")
     start = time.monotonic()
@@ -214,8 +204,7 @@ def table(rows: list[dict[str, object]], snake: dict[str, object] | None, rate: 
             "peak Python MB")
     lines = [head] + [(r["jobs"], r["commands_per_poll"], r["rpcs_per_poll"], r["poll_s"], r["parse_s"],
                        r["parse_us_per_job"], r["peak_python_mb"]) for r in rows]
-    widths = [max(len(str(row[i])) for row in lines) for i in range(len(head))]
-    text = "\n".join("  ".join(str(v).ljust(w) for v, w in zip(row, widths)) for row in lines)
+    text = format_table(lines)
     text += f"\n(held jobs submitted at {rate:.0f}/s by 8 parallel sbatch)"
     if len(rows) >= 2:
         small, large = rows[0], rows[-1]

@@ -23,16 +23,14 @@ import time
 from datetime import datetime
 from pathlib import Path
 
+from benchlib import slurm
+
 REPO = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
 OFFICIAL_BIN = REPO / ".venv-official" / "bin"  # make bench-venv
 ONE_RANK = ", 1 node x 1 rank"
 LOGS = Path(".snakemake/slurm-gpu/logs/train/all")
 CKPT = Path(".snakemake/slurm-gpu/checkpoints/train/all")
-
-
-def slurm(*argv: str) -> str:
-    return subprocess.run(list(argv), capture_output=True, text=True, check=True, timeout=60).stdout
 
 
 def jobs(workdir: Path) -> list[str]:

@@ -27,6 +27,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchlib import table
+
 REPO = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
 RESULTS = REPO / "benchmarks" / "results"
@@ -115,8 +117,7 @@ def main() -> int:
     head = ("mode", "steps/s (median)", "each run", "submission to first step s", "to last step s")
     lines = [head] + [(mode, summary[mode]["steps_per_s"], " ".join(f"{r['steps_per_s']:.1f}" for r in runs[mode]),
                        summary[mode]["to_first_step_s"], summary[mode]["to_last_step_s"]) for mode in runs]
-    widths = [max(len(str(row[i])) for row in lines) for i in range(len(head))]
-    print("\n".join("  ".join(str(v).ljust(w) for v, w in zip(row, widths)) for row in lines))
+    print(table(lines))
     print(f"steps/s slurm-gpu / hand-written = {ratio:.3f}x (goal >= 0.98x); {args.steps} steps, "
           f"2 nodes x 2 ranks, checkpoint every 50 steps in both")
     shutil.rmtree(base, ignore_errors=True)
