@@ -18,19 +18,23 @@ _NEEDS_QUOTES = re.compile(r"[\s#']")
 _UNRENDERABLE = re.compile(r'[\x00-\x08\x0a-\x1f\x7f\x85\u2028\u2029"\\]')
 
 
-# the "started" record of events.py, appended by the batch shell itself at every start of the job
-_STARTED_EVENT = (
-    r"""printf '{"ts": %s, "event": "started", "step": "%s", "source": "job", "job_id": "%s", "nodes": "%s", """
-    r""""restart": %d}\n' "$(date +%s.%N | cut -c1-14)" "$SLURM_GPU_STEP" "$SLURM_JOB_ID" "$SLURM_JOB_NODELIST" """
-    r""""${SLURM_RESTART_COUNT:-0}" >> "$SLURM_GPU_EVENT_LOG" || true"""
-)
+def _job_event(event: str, fields: list[tuple[str, str, str]]) -> str:
+    """A shell line that appends one events.py record from the batch shell itself: (key, printf
+    format, shell value) per field after the common ones. Every value is digits, a safe step name or
+    a Slurm node list, so printf makes valid JSON."""
+    keys = "".join(f', "{key}": {fmt}' for key, fmt, _ in fields)
+    values = "".join(f" {value}" for _, _, value in fields)
+    head = '{"ts": %s, "event": "' + event + '", "step": "%s", "source": "job", "job_id": "%s"'
+    return (f"printf '{head}{keys}}}\\n' \"$(date +%s.%N | cut -c1-14)\" \"$SLURM_GPU_STEP\" \"$SLURM_JOB_ID\""
+            f'{values} >> "$SLURM_GPU_EVENT_LOG" || true')
 
+
+# the "started" record, at every start of the job (also after each requeue)
+_STARTED_EVENT = _job_event("started", [("nodes", '"%s"', '"$SLURM_JOB_NODELIST"'),
+                                        ("restart", "%d", '"${SLURM_RESTART_COUNT:-0}"')])
 # after the inner Snakemake: the executor reads this within a second and asks Slurm for the verdict
 # at once instead of at its next poll (Slurm's word stays the verdict)
-_ENDED_EVENT = (
-    r"""printf '{"ts": %s, "event": "ended", "step": "%s", "source": "job", "job_id": "%s", "exit_code": %d}\n' """
-    r""""$(date +%s.%N | cut -c1-14)" "$SLURM_GPU_STEP" "$SLURM_JOB_ID" "$rc" >> "$SLURM_GPU_EVENT_LOG" || true"""
-)
+_ENDED_EVENT = _job_event("ended", [("exit_code", "%d", '"$rc"')])
 
 
 @dataclass(frozen=True)
