@@ -86,6 +86,34 @@ if [ "$ACCOUNTING" = dbd ]; then
   install -m 600 "$STATE_DIR/etc/slurmdbd.conf" /etc/slurm/slurmdbd.conf   # slurmdbd refuses anything looser
 fi
 
+# ---- 2b. a smaller cluster than before: the nodes past NODES go, with their jobs, daemons and network
+surplus=()
+for pidf in /run/slurmd-n*.pid; do
+  [ -e "$pidf" ] || continue
+  i=${pidf#/run/slurmd-n}; i=${i%.pid}
+  [[ "$i" =~ ^[0-9]+$ ]] && [ "$i" -gt "$NODES" ] && surplus+=("$i")
+done
+for ns in $(ip netns list 2>/dev/null | awk '{print $1}' | grep -E "^$NS_PREFIX[0-9]+\$" || true); do
+  i=${ns#"$NS_PREFIX"}; [ "$i" -gt "$NODES" ] && [[ " ${surplus[*]} " != *" $i "* ]] && surplus+=("$i")
+done
+if [ "${#surplus[@]}" -gt 0 ]; then
+  log "removing ${#surplus[@]} node(s) past n$NODES"
+  if alive "$(pid_of_file /run/slurmctld.pid)" slurmctld; then
+    gone=$(printf 'n%s,' "${surplus[@]}"); gone=${gone%,}
+    jobs=$(squeue -h -o %i -w "$gone" 2>/dev/null | sort -u | tr '\n' ' ' || true)
+    if [ -n "${jobs// /}" ]; then
+      log "cancelling jobs on removed nodes: $jobs"
+      scancel $jobs 2>/dev/null || true
+      for _ in $(seq 100); do [ -z "$(squeue -h -o %i -w "$gone" 2>/dev/null)" ] && break; sleep 0.2; done
+    fi
+  fi
+  for i in "${surplus[@]}"; do
+    stop_pid "$(pid_of_file "/run/slurmd-n$i.pid")" slurmd 15; rm -f "/run/slurmd-n$i.pid"
+    ip link del "$VETH_PREFIX$i" 2>/dev/null || true
+    [ -e "/run/netns/$NS_PREFIX$i" ] && ip netns del "$NS_PREFIX$i"
+  done
+fi
+
 # ---- 3. node names must resolve: Lightning and our batch script take MASTER_ADDR from the node list
 block=$(for i in $(seq 1 "$NODES"); do echo "$SUBNET.$((10+i)) n$i"; done)
 hosts_set_block "$block"

@@ -15,14 +15,11 @@ Imports torch and lightning: import this module only in the training script.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
 import socket
-import subprocess
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +29,7 @@ import torch.distributed as dist
 from lightning.pytorch.plugins.environments import SLURMEnvironment
 
 from .. import checkpoints, events
-from . import signals
+from . import rendezvous, requeue, signals
 from .environment import checkpoint_dir
 
 log = logging.getLogger(__name__)
@@ -67,21 +64,7 @@ class Resumable(pl.Callback):
         self._last_saved_step: int | None = None
         self._rank = int(os.environ.get("SLURM_PROCID") or 0)
         self._restart = int(os.environ.get("SLURM_RESTART_COUNT") or 0)
-        self._announce()
-
-    def _announce(self) -> None:
-        """rank_started: the hang watchdog's evidence of who reached the rendezvous, and whether this
-        node can even resolve the master address (the usual reason a node never joins)."""
-        addr = os.environ.get("MASTER_ADDR")
-        error = None
-        if addr:
-            try:
-                socket.getaddrinfo(addr, None)
-            except OSError as e:
-                error = str(e)
-        events.emit("rank_started", rank=self._rank, local_rank=int(os.environ.get("SLURM_LOCALID") or 0),
-                    node=os.environ.get("SLURMD_NODENAME") or socket.gethostname(), restart=self._restart,
-                    world_size=int(os.environ.get("SLURM_NTASKS") or 1), master_addr=addr, master_error=error)
+        rendezvous.announce()  # rank_started, before the process group forms
 
     # ------------------------------------------------------------ resume
     def resume_path(self) -> str | None:
@@ -183,27 +166,5 @@ class Resumable(pl.Callback):
             Path(f"{old}.json").unlink(missing_ok=True)
 
     def _request_requeue(self, trainer: pl.Trainer, step: int) -> None:
-        if not trainer.is_global_zero:
-            return
-        # the marker names the job id the executor knows (SLURM_JOB_ID, an array task's own id too);
-        # scontrol is given the array form so that only this task is requeued (Lightning #15022)
-        job_id = os.environ.get("SLURM_JOB_ID")
-        array_id, task_id = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
-        target = f"{array_id}_{task_id}" if array_id and task_id else job_id
-        marker = {"job_id": job_id, "step": step, "signals": signals.received().names,
-                  "at": datetime.now(timezone.utc).isoformat(), "requeued": False}
-        if self.requeue and target:
-            restarts = int(os.environ.get("SLURM_RESTART_COUNT") or 0)
-            limit = int(os.environ.get("SLURM_GPU_MAX_REQUEUES") or 1000)
-            if restarts < limit:
-                try:
-                    done = subprocess.run(["scontrol", "requeue", target], capture_output=True, text=True,
-                                          timeout=60, check=False)
-                    marker["requeued"] = done.returncode == 0
-                    if done.returncode:
-                        log.warning("slurm-gpu: scontrol requeue %s failed: %s", target, done.stderr.strip())
-                except (OSError, subprocess.SubprocessError) as e:
-                    log.warning("slurm-gpu: scontrol requeue %s failed: %s", target, e)
-        # the executor reads this when the job ends without Slurm having requeued it, and resubmits
-        checkpoints.atomic_write_bytes(self.directory / checkpoints.INTERRUPTED_MARKER, json.dumps(marker).encode())
-        events.emit("requeue_requested", global_step=step, requeued=marker["requeued"])
+        if trainer.is_global_zero:
+            requeue.request(self.directory, step, requeue=self.requeue)

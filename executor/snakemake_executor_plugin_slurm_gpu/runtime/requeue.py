@@ -1,0 +1,45 @@
+"""Asking Slurm to requeue this job after a checkpoint, torch-free: the Lightning callback and
+plain-Python training commands (the rendezvous stand-ins) do it the same way."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+from datetime import datetime, timezone
+from pathlib import Path
+
+from .. import checkpoints, events
+from . import signals
+
+log = logging.getLogger(__name__)
+
+
+def request(directory: str | Path, step: int, requeue: bool = True) -> bool:
+    """Rank 0 only, after the checkpoint of `step` is on disk: `scontrol requeue` this job (unless
+    `requeue` is False or SLURM_GPU_MAX_REQUEUES restarts have happened) and leave the
+    interrupted marker that the executor reads when the job ends without Slurm having requeued it,
+    to resubmit the step instead. Returns whether Slurm accepted the requeue."""
+    # the marker names the job id the executor knows (SLURM_JOB_ID, an array task's own id too);
+    # scontrol is given the array form so that only this task is requeued (Lightning #15022)
+    job_id = os.environ.get("SLURM_JOB_ID")
+    array_id, task_id = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
+    target = f"{array_id}_{task_id}" if array_id and task_id else job_id
+    marker = {"job_id": job_id, "step": step, "signals": signals.received().names,
+              "at": datetime.now(timezone.utc).isoformat(), "requeued": False}
+    if requeue and target:
+        restarts = int(os.environ.get("SLURM_RESTART_COUNT") or 0)
+        limit = int(os.environ.get("SLURM_GPU_MAX_REQUEUES") or 1000)
+        if restarts < limit:
+            try:
+                done = subprocess.run(["scontrol", "requeue", target], capture_output=True, text=True,
+                                      timeout=60, check=False)
+                marker["requeued"] = done.returncode == 0
+                if done.returncode:
+                    log.warning("slurm-gpu: scontrol requeue %s failed: %s", target, done.stderr.strip())
+            except (OSError, subprocess.SubprocessError) as e:
+                log.warning("slurm-gpu: scontrol requeue %s failed: %s", target, e)
+    checkpoints.atomic_write_bytes(Path(directory) / checkpoints.INTERRUPTED_MARKER, json.dumps(marker).encode())
+    events.emit("requeue_requested", global_step=step, requeued=marker["requeued"])
+    return bool(marker["requeued"])
