@@ -23,14 +23,14 @@ def rpc_counts(text: str) -> dict[str, int]:
 
 
 def shim_dir(bin_dir: Path, calls: Path, names: Iterable[str]) -> Path:
-    """Wrappers in `bin_dir` that append "name time" to `calls` and exec the real command; put it first
-    on PATH (jobs inherit it, so their calls count too)."""
+    """Wrappers in `bin_dir` that append "name time [job]" to `calls` and exec the real command; put it
+    first on PATH (jobs inherit it, so their calls count too; theirs end in "job")."""
     bin_dir.mkdir(parents=True)
     for name in names:
         real = shutil.which(name)
         if real is None:
             continue
-        (bin_dir / name).write_text(f'#!/bin/sh\necho "{name} $(date +%s.%N)" >> "{calls}"\nexec {real} "$@"\n')
+        (bin_dir / name).write_text(f'#!/bin/sh\necho "{name} $(date +%s.%N)${{SLURM_JOB_ID:+ job}}" >> "{calls}"\nexec {real} "$@"\n')
         (bin_dir / name).chmod(0o755)
     return bin_dir
 

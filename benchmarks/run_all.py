@@ -29,6 +29,7 @@ BENCHMARKS = {
                    ["--sizes", "100,1000", "--snakemake-jobs", "100", "--watch-s", "15"]),
     "training_overhead": ("Training overhead: steps/s under slurm-gpu vs a hand-written sbatch script", [],
                           ["--steps", "300", "--rounds", "1"]),
+    "scale": ("Scale: a 256-rank step and a 200-trial sweep on a 32 x 8 cluster", [], ["--no-sweep"]),
     "resume_cost": ("Preemption cost: steps lost and stop-to-training time per kind of stop", [],
                     ["--steps", "200"]),
 }
@@ -61,7 +62,7 @@ def main() -> int:
     head = (f"# slurm-gpu benchmarks\n\nCommit {commit}{' (with uncommitted changes)' if dirty else ''}, "
             f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, {platform.node()}: {os.cpu_count()} CPUs, "
             f"local Slurm cluster of cluster/up.sh (2 nodes x 4 CPUs x 2 GPUs declared).\n"
-            f"Reproduce: `make bench` (about 25 minutes).{' QUICK RUN: sizes too small to mean anything.' if args.quick else ''}\n")
+            f"Reproduce: `make bench` (about 45 minutes).{' QUICK RUN: sizes too small to mean anything.' if args.quick else ''}\n")
     (RESULTS / "latest.md").write_text(head + "\n" + "\n".join(sections))
     print(f"\nwritten {RESULTS / 'latest.md'}" + (f"; failed: {', '.join(failed)}" if failed else ""))
     return 1 if failed else 0

@@ -28,18 +28,22 @@ class Hang:
                 + f"; slurm-gpu cancelled the job. Likely cause: {self.why}")
 
 
+def span(numbers: Iterable[int]) -> str:
+    """[7, 0, 1, 2, 5] -> '0-2, 5, 7': a 256-rank world's problems stay one readable line."""
+    groups: list[list[int]] = []
+    for n in sorted(set(numbers)):
+        if groups and n == groups[-1][1] + 1:
+            groups[-1][1] = n
+        else:
+            groups.append([n, n])
+    return ", ".join(f"{a}" if a == b else f"{a}-{b}" for a, b in groups)
+
+
 def _ranges(ranks: list[int]) -> str:
     """[0, 1, 2, 5] -> 'ranks 0-2, 5'."""
     if not ranks:
         return "none"
-    groups: list[list[int]] = []
-    for rank in sorted(ranks):
-        if groups and rank == groups[-1][1] + 1:
-            groups[-1][1] = rank
-        else:
-            groups.append([rank, rank])
-    text = ", ".join(f"{a}" if a == b else f"{a}-{b}" for a, b in groups)
-    return ("rank " if len(ranks) == 1 else "ranks ") + text
+    return ("rank " if len(ranks) == 1 else "ranks ") + span(ranks)
 
 
 def check(run_events: Iterable[Mapping[str, Any]], world_size: int, tasks_per_node: int, started_ts: float,

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -112,3 +113,57 @@ def write_workflow(dest: Path, snakefile: str) -> Path:
     dest.mkdir(parents=True, exist_ok=True)
     (dest / "Snakefile").write_text(snakefile)
     return dest
+
+
+# ---------------------------------------------------------------- the 32 x 8 cluster of the scale tests
+
+SCALE_SHAPE = {"NODES": "32", "GPUS": "8", "CPUS": "8"}
+
+
+def cluster_shape() -> dict[str, str]:
+    """NODES/GPUS/CPUS of the running cluster, as cluster/up.sh takes them."""
+    rows = [line.split("|") for line in slurm("sinfo", "--noheader", "--Node", "--format=%N|%c|%G").split()]
+    gpus = max((int(g.rsplit(":", 1)[1].split("(")[0]) for _, _, g in rows if g.startswith("gpu")), default=0)
+    return {"NODES": str(len({n for n, _, _ in rows})), "GPUS": str(gpus), "CPUS": str(max(int(c) for _, c, _ in rows))}
+
+
+def reshape_cluster(shape: dict[str, str]) -> None:
+    proc = subprocess.run(["bash", str(REPO / "cluster" / "up.sh")], env=_env(shape), capture_output=True,
+                          text=True, timeout=600)
+    if proc.returncode:
+        pytest.fail(f"cluster/up.sh {shape} failed:\n{proc.stdout}\n{proc.stderr}")
+    # exactly the asked-for nodes are left: no slurmd or namespace of a bigger shape lingers
+    assert cluster_shape() == shape
+    daemons = sorted(p.name for p in Path("/run").glob("slurmd-n*.pid"))
+    namespaces = sorted(p.name for p in Path("/run/netns").glob("sgns*")) if Path("/run/netns").is_dir() else []
+    nodes = int(shape["NODES"])
+    assert daemons == sorted(f"slurmd-n{i}.pid" for i in range(1, nodes + 1)), daemons
+    assert namespaces == sorted(f"sgns{i}" for i in range(1, nodes + 1)), namespaces
+
+
+@pytest.fixture(scope="session")
+def scale_cluster(cluster) -> dict[str, str]:
+    """The local cluster as 32 nodes x 8 GPUs x 8 CPUs for the tests that use it (they run last, see
+    pytest_collection_modifyitems), then back to the shape it had."""
+    before = cluster_shape()
+    if before != SCALE_SHAPE:
+        reshape_cluster(SCALE_SHAPE)
+    yield SCALE_SHAPE
+    if before != SCALE_SHAPE:
+        reshape_cluster(before)
+
+
+def pytest_collection_modifyitems(config, items):
+    # reshaping the cluster restarts every Slurm daemon: do it once, after every other test
+    items.sort(key=lambda item: "scale_cluster" in getattr(item, "fixturenames", ()))
+
+
+def record_figure(name: str, value: object) -> None:
+    """A figure for benchmarks/scale.py (SLURM_GPU_SCALE_FIGURES names the JSON file); nothing is
+    asserted on it."""
+    path = os.environ.get("SLURM_GPU_SCALE_FIGURES")
+    if not path:
+        return
+    figures = json.loads(Path(path).read_text()) if Path(path).exists() else {}
+    figures[name] = value
+    Path(path).write_text(json.dumps(figures, indent=1))

@@ -9,11 +9,14 @@ import socket
 import subprocess
 import sys
 import textwrap
+import threading
+import time
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
+from snakemake_executor_plugin_slurm_gpu.runtime import rendezvous
 from snakemake_executor_plugin_slurm_gpu.runtime.rendezvous import Expected, Member, _span, problems
 
 EXPECTED = Expected(world_size=4, num_nodes=2, tasks_per_node=2, master="n1:15042", restart=0)
@@ -65,7 +68,7 @@ def test_two_nodes_with_one_node_rank() -> None:
 
 
 def test_spans_keep_a_big_world_readable() -> None:
-    assert _span([7, 1, 2, 3, 9, 10]) == "1-3,7,9-10"
+    assert _span([7, 1, 2, 3, 9, 10]) == "1-3, 7, 9-10"
     assert _span(range(256)) == "0-255"
     assert _span([]) == ""
 
@@ -187,3 +190,25 @@ def test_command_line_outside_a_step_says_what_is_missing(tmp_path: Path) -> Non
     proc = subprocess.run([sys.executable, "-m", "snakemake_executor_plugin_slurm_gpu.runtime.rendezvous"],
                           capture_output=True, text=True, env=env, timeout=60)
     assert proc.returncode == 1 and "MASTER_ADDR/MASTER_PORT are not set" in proc.stderr
+
+
+def test_an_allreduce_waits_for_a_slow_rank_0_past_every_join_timeout(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    # ranks as threads of this process: join() takes its environment as an argument
+    monkeypatch.setattr(rendezvous, "CONNECT_TIMEOUT_S", 0.2)
+    port = free_port()
+    got: dict[int, list[float]] = {}
+
+    def rank(r: int) -> None:
+        world = rendezvous.join(timeout_s=1.0, environ=rank_env(r, 1, 2, port, tmp_path))
+        if r == 0:
+            time.sleep(2.0)  # a long step: longer than join's and the connection's timeouts
+        got[r] = world.allreduce([r + 1.0])
+        world.close()
+
+    threads = [threading.Thread(target=rank, args=(r,)) for r in (0, 1)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    assert got == {0: [3.0], 1: [3.0]}

@@ -30,12 +30,14 @@ import time
 from collections import defaultdict
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 from .. import checkpoints, events
+from ..watchdog import span as _span
 from .environment import geometry
 
 DEFAULT_TIMEOUT_S = 300.0
+CONNECT_TIMEOUT_S = 5.0  # one connection attempt; join() retries until its own timeout
 
 
 class RendezvousError(RuntimeError):
@@ -102,19 +104,6 @@ def problems(members: Sequence[Member], expected: Expected) -> list[str]:
     return out
 
 
-def _span(numbers: Iterable[int]) -> str:
-    """1,2,3,7 -> '1-3,7': a 256-rank world's problems stay one readable line."""
-    nums = sorted(set(numbers))
-    parts, i = [], 0
-    while i < len(nums):
-        j = i
-        while j + 1 < len(nums) and nums[j + 1] == nums[j] + 1:
-            j += 1
-        parts.append(str(nums[i]) if i == j else f"{nums[i]}-{nums[j]}")
-        i = j + 1
-    return ",".join(parts)
-
-
 class _Channel:
     """One TCP connection carrying JSON lines."""
 
@@ -128,7 +117,9 @@ class _Channel:
 
     def receive(self, deadline: float | None, peer: str) -> dict[str, Any]:
         while b"\n" not in self._buf:
-            if deadline is not None:
+            if deadline is None:
+                self.sock.settimeout(None)  # not the connect timeout the socket was made with
+            else:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     raise RendezvousError(f"timed out waiting for {peer}")
@@ -309,7 +300,7 @@ def _visit(me: Member, addr: str, port: int, deadline: float, start: float) -> W
     last_error: Exception | None = None
     while True:
         try:
-            sock = socket.create_connection((addr, port), timeout=max(0.1, min(5.0, deadline - time.monotonic())))
+            sock = socket.create_connection((addr, port), timeout=max(0.1, min(CONNECT_TIMEOUT_S, deadline - time.monotonic())))
             break
         except OSError as e:  # rank 0 not listening yet, or (for good) a name this node cannot resolve
             last_error = e
