@@ -190,12 +190,9 @@ class World:
         self._peers = {}
 
     def report(self) -> dict[str, Any]:
-        nodes: dict[str, list[int]] = defaultdict(list)
-        for m in self.roster:
-            nodes[m.node].append(m.rank)
         return {
             "world_size": self.world_size,
-            "num_nodes": len(nodes),
+            "num_nodes": len({m.node for m in self.roster}),
             "master": self.me.master,
             "restart": self.me.restart,
             "job_id": os.environ.get("SLURM_JOB_ID"),
