@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from .paths import StepPaths
+from .slurm import STEP_COMMENT
 from .spec import StepSpec
 
 # sbatch splits #SBATCH lines itself: whitespace separates words, an unquoted '#' starts a
@@ -104,7 +105,7 @@ def render_directives(spec: StepSpec, paths: StepPaths, options: JobOptions) -> 
         lines.append(_directive("--signal", f"{spec.signal}@{spec.signal_lead_s}"))
     if spec.resumable:
         lines.append(_directive("--requeue"))
-    lines.append(_directive("--comment", f"slurm-gpu step={paths.key}"))
+    lines.append(_directive("--comment", f"{STEP_COMMENT}{paths.key}"))
     lines.extend(_extra_directive(word) for word in spec.extra)
     return lines
 

@@ -19,14 +19,15 @@ from snakemake_interface_executor_plugins.jobs import JobExecutorInterface
 from snakemake_interface_executor_plugins.settings import SharedFSUsage
 from snakemake_interface_executor_plugins.utils import encode_target_jobs_cli_args
 
-from . import checkpoints, events, logs, private, slurm, watchdog
+from . import attach, checkpoints, events, logs, private, slurm, watchdog
 from .batch_script import JobOptions, inner_command_line, render_batch_script
-from .paths import StepPaths
+from .paths import STATE_DIR, StepPaths
 from .policy import Act, Budgets, JobWatch, Limits, StepHistory, Stop
 from .settings import ExecutorSettings
 from .spec import (ClusterInfo, ResourceError, StepSpec, WildcardError, build_spec, check_capacity, check_launch,
                    check_signal, check_target_wildcards, launch_warning)
 from .status import Outcome, StatusQuery, Verdict, classify
+from .submit import Submitter, delays
 from .tracking import StepTracker
 
 LOG_TAIL_LINES = 20
@@ -74,16 +75,38 @@ class Executor(RemoteExecutor):
         self._state_base_checked = False
         self.tracker = StepTracker()
         self._event_log_warned = False
+        self.submitter = Submitter(run=self._slurm, limit_s=float(self.settings.slurm_retry_s),
+                                   on_retry=self._say_retry)
+        # live jobs of earlier Snakemake runs in this directory, by step key: asked once, only when
+        # a submission record was left behind (the Snakemake that wrote it did not see its verdict)
+        self._orphans: dict[str, list[slurm.StepJob]] = {}
+        self._accounting_warned = False
 
     # ------------------------------------------------------------ Slurm
     def _slurm(self, argv: Sequence[str], stdin: str | None = None) -> str:
         return slurm.run(argv, timeout_s=self.settings.slurm_timeout_s, stdin=stdin)
 
+    def _say_retry(self, message: str, wait: float) -> None:
+        self.logger.warning(f"slurm-gpu: Slurm is busy or unreachable, retrying in {wait:g} s: {message}")
+
+    def _slurm_retrying(self, argv: Sequence[str]) -> str:
+        """A read-only Slurm command, retried with backoff while it fails transiently."""
+        waits = delays(float(self.settings.slurm_retry_s))
+        while True:
+            try:
+                return self._slurm(argv)
+            except slurm.SlurmError as e:
+                wait = next(waits, None) if e.transient else None
+                if wait is None:
+                    raise
+                self._say_retry(str(e), wait)
+                time.sleep(wait)
+
     def _cluster_info(self) -> ClusterInfo:
         """Partitions and their GPUs per node: asked once per run."""
         if self._cluster is None:
             try:
-                gpus, default = slurm.parse_sinfo(self._slurm(slurm.sinfo_argv()))
+                gpus, default = slurm.parse_sinfo(self._slurm_retrying(slurm.sinfo_argv()))
             except slurm.SlurmError as e:
                 raise WorkflowError(f"slurm-gpu could not ask Slurm for its partitions: {e}") from None
             self._cluster = ClusterInfo(gpus, default)
@@ -149,7 +172,49 @@ class Executor(RemoteExecutor):
         if not self._preflight_done:
             self._preflight(jobs)
             self._preflight_done = True
+            self._find_orphans()
         super().run_jobs(jobs)
+
+    # ------------------------------------------------------------ re-attach
+    def _find_orphans(self) -> None:
+        """Once per run, before the first submission: the live jobs of steps whose verdict an earlier
+        Snakemake never saw. Costs one squeue, and only if such a step left its record behind."""
+        records = self.root / STATE_DIR / "submissions"
+        if not attach.any_records(records):
+            return
+        try:
+            listing = slurm.parse_step_jobs(self._slurm_retrying(slurm.squeue_steps_argv()))
+        except slurm.SlurmError as e:
+            # submitting blind could start a second copy of a step that still runs
+            raise WorkflowError(f"slurm-gpu: an earlier run in this directory left steps whose Slurm jobs may "
+                                f"still run, and Slurm could not be asked about them: {e}") from None
+        self._orphans = attach.live_by_step(listing, self.root)
+        # a record without a live job is over (the job ended while nobody watched): drop it, so the
+        # next run need not ask Slurm again
+        attach.drop_records_except(records, set(self._orphans))
+
+    def _reattach(self, job: JobExecutorInterface, spec: StepSpec, paths: StepPaths, provenance: str) -> bool:
+        """Wait for the step's live job from an earlier run instead of submitting a second one.
+        True when re-attached (reported as submitted)."""
+        live = self._orphans.pop(paths.key, [])
+        if not live:
+            return False
+        decision = attach.decide(live, attach.read_record(paths.submission_record), provenance)
+        if decision.cancel:
+            self.logger.warning(f"slurm-gpu: step {paths.key}: cancelling Slurm job(s) {', '.join(decision.cancel)} "
+                                f"of an earlier run, because {decision.why}")
+            self._cancel(list(decision.cancel))
+        if decision.job_id is None:
+            return False
+        job_id = decision.job_id
+        self._history.setdefault(paths.key, StepHistory()).job_ids.append(job_id)
+        with self._live_lock:
+            self._live.add(job_id)
+        self._event(paths, "reattached", job_id)
+        self.logger.info(f"slurm-gpu: step {paths.key} is still Slurm job {job_id}, submitted by an earlier run "
+                         "of Snakemake: waiting for it instead of submitting again")
+        self.report_job_submission(SubmittedJobInfo(job, external_jobid=job_id, aux={"paths": paths, "spec": spec}))
+        return True
 
     # ------------------------------------------------------------ submission
     def _paths(self, job: JobExecutorInterface) -> StepPaths:
@@ -222,7 +287,7 @@ class Executor(RemoteExecutor):
         return private.write_private(paths.script_dir / f"{stamp}-attempt{job.attempt}.sh", text)
 
     def _submit(self, job: JobExecutorInterface, spec: StepSpec, paths: StepPaths,
-                replaces: tuple[str, Stop, str] | None = None) -> str:
+                replaces: tuple[str, Stop, str] | None = None, provenance: str | None = None) -> str:
         """Write the step's batch script and sbatch it; the Slurm job id. Raises SubmitError.
         `replaces`: (old job id, cause, why) when this is a resubmission, for the event log."""
         history = self._history.setdefault(paths.key, StepHistory())
@@ -235,15 +300,24 @@ class Executor(RemoteExecutor):
             self._cancel(stale)
             with self._live_lock:
                 self._live.difference_update(stale)
+        record = attach.Submission(self._provenance_digest(job) if provenance is None else provenance, time.time())
         try:
             text = render_batch_script(spec, paths, self._inner_command(job, paths), self.options)
             script = self._write_script(paths, job, text)
+            # before sbatch: a Snakemake killed between the two still leaves the record of the job
+            self._private_dir(paths.submission_record.parent)
+            attach.write_record(paths.submission_record, record)
         except (OSError, private.UntrustedPath) as e:
             raise SubmitError(f"could not write its batch script: {e}") from None
         try:
-            job_id = slurm.parse_sbatch(self._slurm(slurm.sbatch_argv(), stdin=text))
+            job_id = self.submitter.submit(text, self.root, paths.key, known=history.job_ids)
         except (slurm.SlurmError, ValueError) as e:
+            attach.clear_record(paths.submission_record)
             raise SubmitError(f"could not submit {script}: {e}") from None
+        try:
+            attach.write_record(paths.submission_record, attach.Submission(record.provenance, record.ts, job_id))
+        except OSError as e:
+            self.logger.warning(f"slurm-gpu: step {paths.key}: could not record its job id: {e}")
         history.job_ids.append(job_id)
         with self._live_lock:
             self._live.add(job_id)
@@ -292,6 +366,9 @@ class Executor(RemoteExecutor):
             "code": checkpoints.file_digests(code_files),
         }
 
+    def _provenance_digest(self, job: JobExecutorInterface) -> str:
+        return checkpoints.provenance_digest(self._provenance(job)) if not job.is_group() else ""
+
     def _prepare_checkpoint_dir(self, job: JobExecutorInterface, paths: StepPaths) -> None:
         """Before a resumable step is submitted: refuse a checkpoint directory someone else could
         have written (UntrustedPath; nothing in it is touched, it is evidence), create it private,
@@ -320,6 +397,9 @@ class Executor(RemoteExecutor):
             self.report_job_error(SubmittedJobInfo(job), msg=f"slurm-gpu: not submitted: {e}")
             return
         paths = self._paths(job)
+        provenance = self._provenance_digest(job)
+        if not job.is_group() and self._reattach(job, spec, paths, provenance):
+            return
         if spec.resumable and not job.is_group():
             try:
                 self._prepare_checkpoint_dir(job, paths)
@@ -334,7 +414,7 @@ class Executor(RemoteExecutor):
                 raise WorkflowError(f"slurm-gpu: step {paths.key}: cannot check its checkpoint directory "
                                     f"{paths.checkpoint_dir}: {e}") from None
         try:
-            job_id = self._submit(job, spec, paths)
+            job_id = self._submit(job, spec, paths, provenance=provenance)
         except SubmitError as e:
             self.report_job_error(SubmittedJobInfo(job), msg=f"slurm-gpu: step {paths.key}: {e}")
             return
@@ -382,9 +462,13 @@ class Executor(RemoteExecutor):
                 for job_info in active_jobs:
                     yield job_info
                 return
+        self._note_accounting()
         now = time.monotonic()
         changed = False
         for job_info in active_jobs:
+            if job_info.external_jobid in self.status.unanswered:
+                yield job_info  # left the queue while accounting is away: not missing, only unheard of
+                continue
             record = records.get(job_info.external_jobid)
             paths: StepPaths = job_info.aux["paths"]
             spec: StepSpec = job_info.aux["spec"]
@@ -414,6 +498,7 @@ class Executor(RemoteExecutor):
                     yield replacement
                 continue
             self.tracker.forget(job_info.external_jobid)
+            attach.clear_record(paths.submission_record)
             if action.act is Act.SUCCEED:
                 self._event(paths, "completed", job_info.external_jobid, state=verdict.state if verdict else "",
                             exit_code=record.exit_code if record else "")
@@ -489,6 +574,7 @@ class Executor(RemoteExecutor):
         with self._live_lock:
             self._live.discard(job_id)
         self.tracker.forget(job_id)
+        attach.clear_record(paths.submission_record)
         self._event(paths, "watchdog", job_id, missing_ranks=hang.missing_ranks, missing_nodes=hang.missing_nodes,
                     joined=hang.joined, expected=hang.expected, why=hang.why)
         message = (f"slurm-gpu: step {paths.key}, Slurm job {job_id}: {hang.message(timeout)}. (The watchdog's "
@@ -496,6 +582,16 @@ class Executor(RemoteExecutor):
         shown = logs.read_excerpt(paths.log_file(job_id), LOG_TAIL_LINES)
         self.report_job_error(job_info, msg=message + (f"End of the log:\n{shown}\n" if shown else ""))
         return True
+
+    def _note_accounting(self) -> None:
+        """Said once per outage: jobs that left the queue wait while sacct cannot answer."""
+        error = self.status.accounting_error
+        if error is None:
+            self._accounting_warned = False
+        elif not self._accounting_warned:
+            self._accounting_warned = True
+            self.logger.warning(f"slurm-gpu: Slurm's accounting (sacct) does not answer; the {len(self.status.unanswered)} "
+                                f"job(s) that left the queue wait until it does: {error}")
 
     def _note_unknown_state(self, job_id: str, paths: StepPaths, verdict: Verdict) -> None:
         """A state this version does not know (a newer Slurm, a garbled line): said once per job and

@@ -88,6 +88,11 @@ class StepPaths:
         return self.event_dir / f"{self.wildcards}.jsonl"
 
     @property
+    def submission_record(self) -> Path:
+        """What the step's latest job was submitted with (attach.py); gone once its verdict is in."""
+        return self.state_dir / "submissions" / self.rule / f"{self.wildcards}.json"
+
+    @property
     def script_dir(self) -> Path:
         return self.state_dir / "scripts" / self.rule / self.wildcards
 

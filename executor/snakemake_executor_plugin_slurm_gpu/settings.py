@@ -89,6 +89,13 @@ class ExecutorSettings(ExecutorSettingsBase):
         metadata={"help": "How long a job that Slurm no longer lists (or lists in a state unknown to "
                           "slurm-gpu) is waited for before its step fails."},
     )
+    slurm_retry_s: int = field(
+        default=600,
+        metadata={"help": "How long submissions and the first look at the partitions retry, with backoff, "
+                          "while Slurm fails transiently (controller restarting or busy: socket timed out, "
+                          "unable to contact the controller). Status polls retry for as long as it takes. "
+                          "Permanent errors (an invalid partition) are never retried."},
+    )
     slurm_timeout_s: int = field(
         default=60,
         metadata={"help": "Timeout of each Slurm command (sbatch, squeue, sacct, scancel, sinfo)."},

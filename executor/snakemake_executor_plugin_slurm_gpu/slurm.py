@@ -180,6 +180,42 @@ def parse_sacct(stdout: str) -> dict[str, JobRecord]:
     return records
 
 
+# ---------------------------------------------------------------- a step's jobs, found by its key
+
+STEP_COMMENT = "slurm-gpu step="  # every batch script's --comment: the step key follows
+
+
+@dataclass(frozen=True)
+class StepJob:
+    """A job of this user that a slurm-gpu batch script made: found again by (workdir, step key)."""
+
+    job_id: str
+    state: str
+    submitted: str  # Slurm's SubmitTime, e.g. 2026-12-04T01:02:03 (local time)
+    workdir: str
+    step: str
+
+
+def squeue_steps_argv() -> list[str]:
+    # one listing of all the user's jobs; the comment goes last, because another tool's comment may
+    # hold the delimiter, and ours starts with STEP_COMMENT and holds no '|' (step keys are safe names)
+    return ["squeue", "--noheader", "--states=all", "--me", "--format=%i|%T|%V|%Z|%k"]
+
+
+def parse_step_jobs(stdout: str) -> list[StepJob]:
+    """The slurm-gpu jobs in a squeue_steps_argv() listing; every other line is skipped."""
+    jobs = []
+    for line in stdout.splitlines():
+        parts = line.strip().split("|", 3)
+        if len(parts) < 4 or not _JOB_ID.match(parts[0]) or not _STATE_WORD.match(parts[1]):
+            continue
+        workdir, marker, step = parts[3].rpartition("|" + STEP_COMMENT)
+        if not marker or not step or "|" in step:
+            continue
+        jobs.append(StepJob(parts[0], parts[1], parts[2], workdir, step.strip()))
+    return jobs
+
+
 def scancel_argv(job_ids: Iterable[str]) -> list[str]:
     return ["scancel", *job_ids]
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Iterable, Sequence
 
 from . import slurm
@@ -97,9 +97,14 @@ class StatusQuery:
 
     run: Run
     use_sacct: bool = True
+    # after each call: the ids nobody could be asked about (they left the queue and sacct failed
+    # transiently: slurmdbd restarting), and that failure. Such a job is not missing, only unheard of.
+    unanswered: set[str] = field(default_factory=set)
+    accounting_error: SlurmError | None = None
 
     def records(self, job_ids: Iterable[str]) -> dict[str, JobRecord]:
         ids = sorted(set(job_ids), key=int)
+        self.unanswered, self.accounting_error = set(), None
         if not ids:
             return {}
         if len(ids) > SQUEUE_ID_LIST_MAX:
@@ -123,6 +128,11 @@ class StatusQuery:
                 # without accounting, sacct says so and exits 1: squeue is all there is
                 if "accounting storage is disabled" in (e.stderr + e.stdout):
                     self.use_sacct = False
+                elif e.transient:
+                    # squeue's records stand; the rest wait for the accounting daemon to be back
+                    self.accounting_error = e
+                    self.unanswered.update(i for i in wanted[start:] if i not in found)
+                    break
                 else:
                     raise
         return found

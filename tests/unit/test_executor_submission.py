@@ -14,7 +14,7 @@ from types import SimpleNamespace
 import pytest
 
 from fake_slurm import FakeSlurm
-from snakemake_executor_plugin_slurm_gpu import slurm
+from snakemake_executor_plugin_slurm_gpu import attach, slurm
 from snakemake_executor_plugin_slurm_gpu.batch_script import JobOptions
 from snakemake_executor_plugin_slurm_gpu.executor import Executor, SubmitError
 from snakemake_executor_plugin_slurm_gpu.paths import StepPaths
@@ -22,6 +22,7 @@ from snakemake_executor_plugin_slurm_gpu.settings import ExecutorSettings
 from snakemake_executor_plugin_slurm_gpu.slurm import JobRecord
 from snakemake_executor_plugin_slurm_gpu.spec import build_spec
 from snakemake_executor_plugin_slurm_gpu.status import classify
+from snakemake_executor_plugin_slurm_gpu.submit import Submitter
 
 
 class Logger:
@@ -47,6 +48,8 @@ def stand_in(root: Path, fake: FakeSlurm) -> SimpleNamespace:
     me._cancel = lambda ids: None
     me._event = lambda paths, event, job_id, **fields: Executor._event(me, paths, event, job_id, **fields)
     me._event_log_warned = False
+    me.submitter = Submitter(run=me._slurm, sleep=lambda s: None)
+    me._provenance_digest = lambda job: "digest-of-inputs-params-code"
     return me
 
 
@@ -67,6 +70,9 @@ def test_the_script_goes_to_sbatch_on_stdin_and_the_private_file_is_the_same_byt
     finally:
         os.umask(old)
     assert job_id == "4711" and me._live == {"4711"}
+    record = attach.read_record(paths.submission_record)
+    assert record is not None and record.job_id == "4711" and record.provenance == "digest-of-inputs-params-code"
+    assert stat.S_IMODE(paths.submission_record.stat().st_mode) == 0o600
     (script,) = paths.script_dir.glob("*.sh")
     assert fake_slurm.stdins == [script.read_text()]
     assert stat.S_IMODE(script.stat().st_mode) == 0o600

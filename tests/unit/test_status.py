@@ -188,12 +188,34 @@ def test_other_squeue_errors_propagate(fake_slurm: FakeSlurm, stderr: str, trans
     assert fake_slurm.commands() == ["squeue"]  # no sacct behind a failed squeue
 
 
-def test_other_sacct_errors_propagate_and_keep_sacct_on(fake_slurm: FakeSlurm) -> None:
+# what sacct 22.05 printed here with slurmdbd stopped (exit 1)
+SLURMDBD_DOWN = ("sacct: error: slurm_persist_conn_open_without_init: failed to open persistent connection to "
+                 "host:10.250.0.1:6819: Connection refused\nsacct: error: Sending PersistInit msg: Connection refused\n"
+                 "sacct: error: Problem talking to the database: Connection refused\n")
+
+
+def test_with_accounting_away_squeue_records_stand_and_jobs_that_left_the_queue_are_unanswered(
+        fake_slurm: FakeSlurm) -> None:
+    query = StatusQuery(run=fake_slurm.run)
+    fake_slurm.answer(slurm.squeue_argv(["5", "6", "7"]), stdout="5|RUNNING|None|n1\n6|FAILED|NonZeroExitCode|n2\n")
+    fake_slurm.answer(slurm.sacct_argv(["6", "7"]), returncode=1, stderr=SLURMDBD_DOWN)
+    records = query.records(["5", "6", "7"])
+    assert {i: r.state for i, r in records.items()} == {"5": "RUNNING", "6": "FAILED"}
+    assert query.unanswered == {"7"}  # not missing: nobody could be asked
+    assert query.accounting_error is not None and query.accounting_error.transient
+    assert query.use_sacct is True
+    # accounting is back: the next poll asks again and clears the outage
+    fake_slurm.answer(slurm.squeue_argv(["7"]), stdout="")
+    fake_slurm.answer(slurm.sacct_argv(["7"]), stdout="7|COMPLETED|None|0:0|n1\n")
+    assert query.records(["7"])["7"].state == "COMPLETED"
+    assert query.unanswered == set() and query.accounting_error is None
+
+
+def test_a_permanent_sacct_error_propagates(fake_slurm: FakeSlurm) -> None:
     query = StatusQuery(run=fake_slurm.run)
     fake_slurm.answer(slurm.squeue_argv(["7"]), stdout="")
-    fake_slurm.answer(slurm.sacct_argv(["7"]), returncode=1,
-                      stderr="sacct: error: slurmdbd: Connection refused\n")
+    fake_slurm.answer(slurm.sacct_argv(["7"]), returncode=1, stderr="sacct: error: Unknown field 'Bogus'\n")
     with pytest.raises(SlurmError) as excinfo:
         query.records(["7"])
-    assert excinfo.value.transient
+    assert not excinfo.value.transient
     assert query.use_sacct is True

@@ -1,0 +1,129 @@
+"""Finding a step's Slurm job again, by the stable key every batch script carries (its --comment,
+`slurm-gpu step=<rule>/<wildcards>`, and its --chdir, the workflow directory):
+
+- re-attach: the Snakemake that submitted a step died (ssh dropped, SIGKILL, node reboot) while the
+  job ran on. A new Snakemake would submit a second copy beside it; instead it takes the live job
+  over, if the step is still what that job was submitted for;
+- a lost reply: sbatch timed out or the controller went away mid-submission, so a job may exist
+  although no id came back. A retry first looks for it.
+
+The submission record (`.snakemake/slurm-gpu/submissions/<rule>/<wildcards>.json`) says what a step
+was submitted with; it is written before sbatch and removed once the step's verdict is reported, so
+its presence means "this step may have a job that nobody is watching".
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Iterable, Sequence
+
+from . import private
+from .slurm import StepJob
+from .status import STATE_TABLE, Outcome, base_state
+
+# a job in these is still the step's: running, queued, being requeued, or held for a person
+_LIVE = {Outcome.ACTIVE, Outcome.HELD}
+
+
+@dataclass(frozen=True)
+class Submission:
+    provenance: str   # checkpoints.provenance_digest of the step's inputs, params and code
+    ts: float         # when the submission began (time.time())
+    job_id: str | None = None
+
+
+def read_record(path: Path) -> Submission | None:
+    try:
+        data = json.loads(path.read_text())
+        return Submission(str(data["provenance"]), float(data["ts"]),
+                          None if data.get("job_id") is None else str(data["job_id"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def write_record(path: Path, record: Submission) -> None:
+    """Replace the record atomically (a reader sees the old one or the new one), mode 0600."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.unlink()
+    except FileNotFoundError:
+        pass
+    private.write_private(tmp, json.dumps({"provenance": record.provenance, "ts": record.ts,
+                                           "job_id": record.job_id}) + "\n")
+    os.replace(tmp, path)
+
+
+def clear_record(path: Path) -> None:
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        pass
+
+
+def any_records(directory: Path) -> bool:
+    """Is any step's submission record left over (cheap: stops at the first)?"""
+    try:
+        return next(directory.rglob("*.json"), None) is not None
+    except OSError:
+        return False
+
+
+def drop_records_except(directory: Path, keep: set[str]) -> None:
+    """Remove the records (<directory>/<rule>/<wildcards>.json) of every step not in `keep`."""
+    for path in list(directory.glob("*/*.json")):
+        if f"{path.parent.name}/{path.stem}" not in keep:
+            clear_record(path)
+
+
+def is_live(job: StepJob) -> bool:
+    return STATE_TABLE.get(base_state(job.state)) in _LIVE
+
+
+def live_by_step(jobs: Iterable[StepJob], root: Path) -> dict[str, list[StepJob]]:
+    """The live jobs of this workflow directory, by step key."""
+    found: dict[str, list[StepJob]] = {}
+    for job in jobs:
+        if job.workdir == str(root) and is_live(job):
+            found.setdefault(job.step, []).append(job)
+    return found
+
+
+@dataclass(frozen=True)
+class Attach:
+    job_id: str | None           # the live job to wait for instead of submitting; None: submit
+    cancel: tuple[str, ...] = ()  # live jobs of the step that must not run on
+    why: str = ""                # why they are cancelled
+
+
+def decide(live: Sequence[StepJob], record: Submission | None, provenance: str) -> Attach:
+    """Re-attach to a step's live job, or cancel it and submit afresh."""
+    if not live:
+        return Attach(None)
+    ids = sorted((j.job_id for j in live), key=int)
+    if record is None:
+        return Attach(None, tuple(ids), "there is no record of what it was submitted with")
+    if record.provenance != provenance:
+        return Attach(None, tuple(ids), "the step's inputs, params or code changed since it was submitted")
+    # the newest one is the latest submission; an older one beside it is a copy that must go
+    return Attach(ids[-1], tuple(ids[:-1]), "a newer job of the same step is live" if len(ids) > 1 else "")
+
+
+def _submitted_at(job: StepJob) -> float | None:
+    try:
+        return datetime.fromisoformat(job.submitted).timestamp()  # Slurm prints local time
+    except ValueError:
+        return None
+
+
+def lost_submission(jobs: Iterable[StepJob], root: Path, step: str, since: float,
+                    known: Iterable[str]) -> str | None:
+    """After an sbatch that failed without saying whether it submitted: the job it created anyway
+    (this step, this directory, submitted since the attempt began, not one we know), or None."""
+    known = set(known)
+    found = [j for j in jobs if j.workdir == str(root) and j.step == step and j.job_id not in known
+             and (_submitted_at(j) or 0.0) >= since - 2.0]  # SubmitTime has whole seconds
+    return max((j.job_id for j in found), key=int) if found else None
