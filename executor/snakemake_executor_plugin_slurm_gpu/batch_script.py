@@ -122,6 +122,7 @@ def render_environment(spec: StepSpec, paths: StepPaths, options: JobOptions) ->
         f"export SLURM_GPU_TASKS_PER_NODE={spec.tasks_per_node}",
         f"export SLURM_GPU_CHECKPOINT_DIR={q(str(paths.checkpoint_dir))}",
         *([f"export SLURM_GPU_REQUEUE_SIGNAL={spec.signal}"] if spec.signal else []),
+        *(["export SLURM_GPU_LAUNCHER=torchrun"] if spec.launcher == "torchrun" else []),
         f"export SLURM_GPU_EVENT_LOG={q(str(paths.event_log))}",
         # private whatever the job's umask; the subshell keeps the rule's own files under its umask
         '(umask 077 && mkdir -p "$SLURM_GPU_CHECKPOINT_DIR")',

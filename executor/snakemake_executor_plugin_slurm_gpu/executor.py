@@ -145,9 +145,11 @@ class Executor(RemoteExecutor):
                 self._check_targets(job)  # wildcards are per job
             except WildcardError as e:
                 errors.append(str(e))
-            if job.name in seen:  # resources are per rule: one check per rule
+            # one check per rule and resource set (resources may depend on wildcards)
+            key = (job.name, tuple(sorted((str(k), str(v)) for k, v in job.resources.items())))
+            if key in seen:
                 continue
-            seen.add(job.name)
+            seen.add(key)
             try:
                 self._spec(job)
             except ResourceError as e:
@@ -327,6 +329,8 @@ class Executor(RemoteExecutor):
         self._event(paths, "submitted", job_id, script=str(script), attempt=len(history.job_ids),
                     nodes_requested=spec.nodes, tasks_per_node=spec.tasks_per_node, gpus_per_node=spec.gpus_per_node)
         geometry = f"{spec.nodes} node(s) x {spec.tasks_per_node} task(s)"
+        if spec.launcher == "torchrun":
+            geometry += f" with torchrun starting {spec.ranks_per_node} rank(s) each"
         if spec.gpus:
             geometry += f", {spec.gpus_per_node} GPU(s) per node"
         self.logger.info(f"slurm-gpu: step {paths.key} is Slurm job {job_id} ({geometry}); "
@@ -529,7 +533,7 @@ class Executor(RemoteExecutor):
 
     def _follow_events(self, job_id: str, paths: StepPaths, spec: StepSpec) -> None:
         """The job side's new events: a console line per transition (every tick, no Slurm call)."""
-        for line in self.tracker.read(paths.event_log, job_id, spec.nodes * spec.tasks_per_node):
+        for line in self.tracker.read(paths.event_log, job_id, spec.nodes * spec.ranks_per_node):
             self._say(paths, job_id, line)
 
     def _poll_due(self, active_jobs: Sequence[SubmittedJobInfo], now: float) -> bool:
@@ -566,7 +570,7 @@ class Executor(RemoteExecutor):
             return False
         started_ts, run_events = run
         timeout = self.settings.rendezvous_timeout_s
-        hang = watchdog.check(run_events, spec.nodes * spec.tasks_per_node, spec.tasks_per_node, started_ts,
+        hang = watchdog.check(run_events, spec.nodes * spec.ranks_per_node, spec.ranks_per_node, started_ts,
                               time.time(), timeout)
         if hang is None:
             return False

@@ -4,7 +4,6 @@ tail is only the inner Snakemake's own epilogue."""
 from __future__ import annotations
 
 import re
-from collections import deque
 from pathlib import Path
 
 # "RuntimeError: boom", "[rank1]: torch.OutOfMemoryError: ...": a Python exception line, not the

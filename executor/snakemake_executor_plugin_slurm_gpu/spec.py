@@ -104,9 +104,18 @@ class StepSpec:
     resumable: bool = False
     signal: str | None = None
     signal_lead_s: int | None = None
+    # "srun": one task per GPU, each a rank; "torchrun": one task per node, whose torchrun starts
+    # one rank per GPU (runtime/torchrun.py)
+    launcher: str = "srun"
+
     @property
     def gpus(self) -> int:
         return self.nodes * self.gpus_per_node
+
+    @property
+    def ranks_per_node(self) -> int:
+        """Training processes per node: the tasks, or under torchrun the processes it spawns."""
+        return self.gpus_per_node if self.launcher == "torchrun" else self.tasks_per_node
 
     @property
     def distributed(self) -> bool:
@@ -197,6 +206,8 @@ def parse_slurm_extra(rule: str, value: Any) -> tuple[str, ...]:
 
 # Signals a training process can catch and act on. Not TERM: Slurm sends SIGTERM for every kill, so
 # it cannot also mean "checkpoint and requeue"; not KILL/STOP: they cannot be caught.
+LAUNCHERS = ("srun", "torchrun")
+
 REQUEUE_SIGNALS = ("USR1", "USR2", "HUP", "INT", "QUIT", "ALRM", "URG")
 
 
@@ -230,7 +241,16 @@ def build_spec(rule: str, resources: Mapping[str, Any], threads: int = 1, requeu
         raise ResourceError(rule, "gpus", f"is {gpus}, which is not divisible by nodes={nodes}",
                             f"use gpus={options} (gpus is the total of the step, split evenly over its nodes)")
     gpus_per_node = gpus // nodes
-    tasks_per_node = max(gpus_per_node, 1)  # one task (rank) per GPU
+    launcher = _as_text(rule, "launcher", resources.get("launcher")) or "srun"
+    if launcher not in LAUNCHERS:
+        raise ResourceError(rule, "launcher", f"is {launcher!r}",
+                            "use launcher=\"srun\" (one task per GPU, the default) or launcher=\"torchrun\" "
+                            "(one task per node; torchrun starts one process per GPU)")
+    if launcher == "torchrun" and not gpus:
+        raise ResourceError(rule, "launcher", "is 'torchrun' but the rule asks for no GPUs, so torchrun would "
+                            "have no process to start on each node", "set gpus, or drop launcher")
+    # one task (rank) per GPU; under torchrun one task per node, which holds all the node's ranks
+    tasks_per_node = 1 if launcher == "torchrun" else max(gpus_per_node, 1)
     if "cpus_per_task" in resources and resources["cpus_per_task"] is not None:
         cpus_per_task = _as_count(rule, "cpus_per_task", resources["cpus_per_task"], 1,
                                   "set cpus_per_task to the CPUs each rank needs, e.g. 4")
@@ -238,6 +258,8 @@ def build_spec(rule: str, resources: Mapping[str, Any], threads: int = 1, requeu
         cpus_per_task = 1
     else:
         cpus_per_task = max(int(threads or 1), 1)
+    if launcher == "torchrun":
+        cpus_per_task *= gpus_per_node  # cpus_per_task is per rank; torchrun's one task holds them all
     mem_mb = resources.get("mem_mb")
     mem_mb_per_cpu = resources.get("mem_mb_per_cpu")
     if mem_mb_per_cpu is not None:
@@ -280,6 +302,7 @@ def build_spec(rule: str, resources: Mapping[str, Any], threads: int = 1, requeu
         resumable=bool(gpus),
         signal=check_signal(requeue_signal) if gpus and lead_s else None,
         signal_lead_s=lead_s or None,
+        launcher=launcher,
     )
 
 

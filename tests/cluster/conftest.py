@@ -91,6 +91,17 @@ class Background:
         self._out.close()
 
 
+def wait_for(predicate, timeout_s: float = 60.0, what: str = "condition"):
+    """predicate()'s first true value, polled every 0.3 s for at most timeout_s."""
+    end = time.monotonic() + timeout_s
+    while time.monotonic() < end:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.3)
+    raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
+
+
 def jobs_from(workdir: Path, since: str) -> list[dict[str, str]]:
     """Every Slurm job whose working directory is `workdir`, submitted since `since` (sacct)."""
     out = slurm("sacct", "--allusers", "-X", "--noheader", "--parsable2", f"--starttime={since}",

@@ -8,7 +8,6 @@ step's output: the rosters of every run."""
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 from pathlib import Path

@@ -3,9 +3,8 @@
 import os
 import signal
 import subprocess
-import time
 
-from conftest import PROFILE, VENV_BIN, _env, slurm, write_workflow, snakemake
+from conftest import PROFILE, VENV_BIN, _env, slurm, wait_for, write_workflow, snakemake
 
 FAILING = '''
 rule broken:
@@ -33,16 +32,6 @@ def test_failed_step_reports_state_exit_code_and_log_tail(cluster, tmp_path):
     assert not (workdir / "never.txt").exists()
 
 
-def _wait_for(predicate, timeout_s=60.0, what="condition"):
-    end = time.monotonic() + timeout_s
-    while time.monotonic() < end:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.5)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def _state(job_id):
     return slurm("squeue", "--noheader", "--states=all", f"--jobs={job_id}", "--format=%T").strip()
 
@@ -57,7 +46,7 @@ def _running_job(workdir):
     def job():
         logs = list((workdir / ".snakemake/slurm-gpu/logs/sleeper/all").glob("*.log"))
         return logs[0].stem if logs and _state(logs[0].stem) == "RUNNING" else None
-    return _wait_for(job, what="the sleeper job to run")
+    return wait_for(job, what="the sleeper job to run")
 
 
 def test_job_cancelled_outside_snakemake_fails_the_step_with_who_cancelled(cluster, tmp_path):
@@ -83,7 +72,7 @@ def test_ctrl_c_cancels_the_runs_slurm_jobs(cluster, tmp_path):
     finally:
         proc.kill()
     try:
-        _wait_for(lambda: _state(job).startswith("CANCELLED"), timeout_s=30, what=f"job {job} to be cancelled")
+        wait_for(lambda: _state(job).startswith("CANCELLED"), timeout_s=30, what=f"job {job} to be cancelled")
     except AssertionError as e:
         raise AssertionError(f"{e}; Snakemake printed:\n{output}") from None
 

@@ -10,7 +10,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from conftest import Background, jobs_from, slurm, snakemake, write_workflow
+from conftest import Background, jobs_from, slurm, snakemake, wait_for, write_workflow
 
 # two training-like steps of different lengths and a report over both, all on Slurm: each step
 # writes the id of the Slurm job that made it, so "exactly one job" shows in the outputs too
@@ -30,16 +30,6 @@ rule report:
     resources: runtime=5
     shell: "cat {input} > {output}"
 '''
-
-
-def _wait_for(predicate, timeout_s: float = 90.0, what: str = "condition"):
-    end = time.monotonic() + timeout_s
-    while time.monotonic() < end:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.5)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def _step_jobs(workdir: Path, since: str) -> dict[str, set[str]]:
@@ -62,12 +52,12 @@ def test_a_killed_snakemake_restarted_waits_for_its_live_jobs_instead_of_submitt
     since = time.strftime("%Y-%m-%dT%H:%M:%S")
     workdir = write_workflow(tmp_path / "wf", REATTACH)
     first = Background(workdir)
-    long_job = _wait_for(lambda: _running(workdir, "train/length=long"), what="the long step to run")
-    short_job = _wait_for(lambda: _running(workdir, "train/length=short"), what="the short step to run")
+    long_job = wait_for(lambda: _running(workdir, "train/length=long"), what="the long step to run")
+    short_job = wait_for(lambda: _running(workdir, "train/length=short"), what="the short step to run")
     first.proc.send_signal(signal.SIGKILL)  # no Ctrl-C handler runs: the jobs are left behind
     first.kill()
     # the short step ends while no Snakemake watches it; the long one is still running after the restart
-    _wait_for(lambda: (workdir / "model-short.txt").exists(), what="the short step to finish on its own")
+    wait_for(lambda: (workdir / "model-short.txt").exists(), what="the short step to finish on its own")
     assert slurm("squeue", "--noheader", f"--jobs={long_job}", "--format=%T").strip() == "RUNNING"
 
     unlock = snakemake(workdir, "--unlock")
@@ -128,12 +118,12 @@ def _pid(name: str) -> int:
 def _stop_daemon(name: str) -> None:
     pid = _pid(name)
     os.kill(pid, signal.SIGTERM)
-    _wait_for(lambda: not Path(f"/proc/{pid}").exists(), 30, f"{name} to stop")
+    wait_for(lambda: not Path(f"/proc/{pid}").exists(), 30, f"{name} to stop")
 
 
 def _start_daemon(name: str, ready: list[str]) -> None:
     subprocess.run([name], check=True, timeout=60)  # daemonizes, as cluster/up.sh starts it
-    _wait_for(lambda: subprocess.run(ready, capture_output=True, timeout=30).returncode == 0, 60,
+    wait_for(lambda: subprocess.run(ready, capture_output=True, timeout=30).returncode == 0, 60,
               f"{name} to answer")
 
 
@@ -144,15 +134,15 @@ def test_the_controller_away_for_a_minute_and_accounting_restarting_fail_nothing
     try:
         # srun needs the controller to start a job step (it fails at once without one): stop it
         # once the step's tasks run
-        _wait_for(lambda: (workdir / "through.started").exists(), what="the first job's task to run")
+        wait_for(lambda: (workdir / "through.started").exists(), what="the first job's task to run")
         _stop_daemon("slurmctld")
         try:
             # the local step ends after 20 s: its successor's sbatch finds no controller
-            _wait_for(lambda: (workdir / "prepared.txt").exists(), 60, "the local step")
+            wait_for(lambda: (workdir / "prepared.txt").exists(), 60, "the local step")
             time.sleep(max(0.0, 60 - 20))
         finally:
             _start_daemon("slurmctld", ["scontrol", "ping"])
-        _wait_for(lambda: (workdir / "train.started").exists(), what="the step submitted during the outage to run")
+        wait_for(lambda: (workdir / "train.started").exists(), what="the step submitted during the outage to run")
         _stop_daemon("slurmdbd")
         try:
             time.sleep(20)  # the train step ends and the final one is submitted without accounting

@@ -11,12 +11,11 @@ import re
 import subprocess
 import threading
 import time
-from datetime import datetime
 from pathlib import Path
 
 import pytest
 
-from conftest import REPO, Background, copy_workflow, slurm, snakemake
+from conftest import REPO, Background, copy_workflow, slurm, snakemake, wait_for
 
 CKPT = Path(".snakemake/slurm-gpu/checkpoints/train/all")
 LOGS = Path(".snakemake/slurm-gpu/logs/train/all")
@@ -68,16 +67,6 @@ def resumed_steps(text: str) -> list[int]:
 
 def done_steps(text: str) -> list[int]:
     return [int(s) for s in re.findall(r"training_done global_step=(\d+)", text)]
-
-
-def wait_for(predicate, timeout_s: float, what: str):
-    end = time.monotonic() + timeout_s
-    while time.monotonic() < end:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.3)
-    raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
 
 
 def running_train_job(workdir: Path, min_checkpoint_step: int | None = None) -> str:
@@ -156,7 +145,7 @@ def test_walltime_warning_signal_checkpoints_and_requeues_until_done(cluster, wo
     finally:
         bg.kill()
         watch.stop()
-    text = assert_resumed_and_completed(run, workflow, watch, 900)
+    assert_resumed_and_completed(run, workflow, watch, 900)
     (job,) = train_jobs(workflow)
     states = [s for s, _, _ in segments(job)]
     assert "REQUEUED" in states and states[-1] == "COMPLETED", states

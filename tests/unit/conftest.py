@@ -4,11 +4,13 @@ FakeSlurm, which answers only the argv it was told about and fails the test on a
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import signal
+import stat
 import subprocess
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import pytest
 
@@ -83,3 +85,33 @@ def signal_sandbox(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
             if handler is not None and signal.getsignal(signum) is not handler:
                 signal.signal(signum, handler)
         assert {signum: signal.getsignal(signum) for signum in SANDBOXED_SIGNALS} == saved
+
+
+# ---------------------------------------------------------------- training-process tests
+
+@pytest.fixture
+def ckpt_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, signal_sandbox: None) -> Iterator[Path]:
+    """A step's checkpoint directory in tmp_path, and an environment without Slurm."""
+    for name in list(os.environ):
+        if name.startswith("SLURM_"):
+            monkeypatch.delenv(name)
+    directory = tmp_path / "ckpt"
+    monkeypatch.setenv("SLURM_GPU_CHECKPOINT_DIR", str(directory))
+    monkeypatch.chdir(tmp_path)
+    yield directory
+    assert not list(directory.glob(".tmp-*")), "a finished save leaves no temporary file"
+
+
+@pytest.fixture
+def fake_scontrol(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_real_slurm: Any) -> Path:
+    """A `scontrol` first on PATH that appends its argv (one line) to the returned file and exits 0.
+    The suite's guard against real Slurm lets this very file through, and nothing else."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    calls = tmp_path / "scontrol.calls"
+    script = bin_dir / "scontrol"
+    script.write_text(f'#!/bin/sh\nprintf "%s\\n" "$*" >> {shlex.quote(str(calls))}\nexit 0\n')
+    script.chmod(script.stat().st_mode | stat.S_IXUSR)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}")
+    no_real_slurm.allow(script)
+    return calls

@@ -24,7 +24,7 @@ from snakemake_executor_plugin_slurm_gpu.batch_script import (
     render_directives,
 )
 from snakemake_executor_plugin_slurm_gpu.paths import StepPaths
-from snakemake_executor_plugin_slurm_gpu.spec import ResourceError, StepSpec, build_spec, check_launch, launch_warning
+from snakemake_executor_plugin_slurm_gpu.spec import StepSpec, build_spec, check_launch, launch_warning
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden"
 ROOT = Path("/work/wf")  # absolute, so the scripts are the same on every machine
@@ -52,6 +52,10 @@ CASES: dict[str, Case] = {
                              "runtime": 240, "slurm_partition": "gpu", "slurm_account": "proj",
                              "constraint": "ib", "qos": "high"}),
         StepPaths.of(ROOT, "train", {"model": "resnet"}),
+    ),
+    "torchrun_2x4": Case(
+        build_spec("train", {"gpus": 8, "nodes": 2, "cpus_per_task": 4, "launcher": "torchrun", "runtime": 120}),
+        StepPaths.of(ROOT, "train", {"model": "elastic"}),
     ),
     "slurm_extra": Case(
         build_spec("train", {"gpus": 2, "slurm_extra": "--exclusive --reservation='maint window' -x n3",

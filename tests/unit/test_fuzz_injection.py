@@ -5,7 +5,6 @@ The real-cluster fuzz (sbatch reading the directives) is tests/cluster/test_secu
 
 from __future__ import annotations
 
-import os
 import re
 import shlex
 import subprocess

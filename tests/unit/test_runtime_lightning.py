@@ -9,13 +9,11 @@ from __future__ import annotations
 
 import json
 import os
-import shlex
 import signal
-import stat
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
@@ -117,34 +115,6 @@ def assert_verified(directory: Path, step: int) -> None:
         path.name, step, path.stat().st_size)
     # what Lightning wrote is a loadable checkpoint of that step
     assert torch.load(path, map_location="cpu", weights_only=False)["global_step"] == step
-
-
-@pytest.fixture
-def ckpt_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, signal_sandbox: None) -> Iterator[Path]:
-    """A step's checkpoint directory in tmp_path, and an environment without Slurm."""
-    for name in list(os.environ):
-        if name.startswith("SLURM_"):
-            monkeypatch.delenv(name)
-    directory = tmp_path / "ckpt"
-    monkeypatch.setenv("SLURM_GPU_CHECKPOINT_DIR", str(directory))
-    monkeypatch.chdir(tmp_path)
-    yield directory
-    assert not list(directory.glob(".tmp-*")), "a finished save leaves no temporary file"
-
-
-@pytest.fixture
-def fake_scontrol(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_real_slurm: Any) -> Path:
-    """A `scontrol` first on PATH that appends its argv (one line) to the returned file and exits 0.
-    The suite's guard against real Slurm lets this very file through, and nothing else."""
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    calls = tmp_path / "scontrol.calls"
-    script = bin_dir / "scontrol"
-    script.write_text(f'#!/bin/sh\nprintf "%s\\n" "$*" >> {shlex.quote(str(calls))}\nexit 0\n')
-    script.chmod(script.stat().st_mode | stat.S_IXUSR)
-    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}")
-    no_real_slurm.allow(script)
-    return calls
 
 
 # ---------------------------------------------------------------- periodic checkpoints

@@ -59,6 +59,18 @@ def geometry(environ: Mapping[str, str] | None = None) -> Geometry:
                 f"{step} was submitted for {declared_nodes} node(s) x {declared_tasks} rank(s), but this process "
                 f"runs in a world of {nodes} node(s) x {tasks} rank(s). HINT: start the ranks with a plain "
                 f"`srun python ...` (no -N/-n/--ntasks-per-node of its own) so that srun uses the whole allocation")
+    if under_torchrun(env):
+        # torchrun (one Slurm task per node) started this process as one of the node's ranks
+        local = _int(env, "LOCAL_WORLD_SIZE") or 1
+        declared_ranks = _int(env, "SLURM_GPU_GPUS_PER_NODE")
+        if declared_ranks and local != declared_ranks:
+            raise GeometryError(f"{step} was submitted for {declared_ranks} rank(s) per node, but torchrun started "
+                                f"{local}. HINT: launch with `srun python -m snakemake_executor_plugin_slurm_gpu"
+                                ".runtime.torchrun script.py`, which sets --nproc-per-node from the allocation")
+        return Geometry(num_nodes=nodes, devices=local, world_size=_int(env, "WORLD_SIZE") or nodes * local,
+                        rank=_int(env, "RANK") or 0, local_rank=_int(env, "LOCAL_RANK") or 0,
+                        node_rank=_int(env, "GROUP_RANK", "SLURM_NODEID") or 0, master_addr=env.get("MASTER_ADDR"),
+                        master_port=_int(env, "MASTER_PORT"), under_slurm=True)
     if world != nodes * tasks:
         raise GeometryError(
             f"{step}: SLURM_NTASKS={world} but {nodes} node(s) x {tasks} task(s) per node = {nodes * tasks}; "
@@ -74,6 +86,12 @@ def geometry(environ: Mapping[str, str] | None = None) -> Geometry:
         master_port=_int(env, "MASTER_PORT"),
         under_slurm=True,
     )
+
+
+def under_torchrun(environ: Mapping[str, str] | None = None) -> bool:
+    """Was this process started by torchrun (which sets RANK, LOCAL_RANK, ... for each process)?"""
+    env = os.environ if environ is None else environ
+    return "TORCHELASTIC_RUN_ID" in env and "LOCAL_RANK" in env
 
 
 def checkpoint_dir(environ: Mapping[str, str] | None = None, default: str | Path = "checkpoints") -> Path:

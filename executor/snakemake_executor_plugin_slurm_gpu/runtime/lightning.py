@@ -24,28 +24,14 @@ from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
-import torch
-import torch.distributed as dist
 from lightning.pytorch.plugins.environments import SLURMEnvironment
 
 from .. import checkpoints, events
-from . import rendezvous, requeue, signals
+from . import collective, rendezvous, requeue, signals
 from .environment import checkpoint_dir
+from .requeue import INTERRUPTED_EXIT_CODE, Interrupted  # noqa: F401 - part of this module's interface
 
 log = logging.getLogger(__name__)
-
-# exit status of a rank that stopped for a requeue or a SIGTERM: never 0, so nothing downstream
-# mistakes an interrupted run for a finished one (Lightning <= 2.6.6 exits 0 on SIGTERM)
-INTERRUPTED_EXIT_CODE = 143
-
-
-class Interrupted(SystemExit):
-    """Training stopped early on purpose: a checkpoint is written and the job is being requeued."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(INTERRUPTED_EXIT_CODE)
-        self.reason = reason
-
 
 class Resumable(pl.Callback):
     """Checkpoint every `every_n_steps` steps and/or `every_minutes` minutes, and right away when
@@ -110,13 +96,7 @@ class Resumable(pl.Callback):
         periodic = bool(self.every_n_steps) and step % self.every_n_steps == 0
         timed = self.every_s is not None and trainer.is_global_zero and \
             time.monotonic() - self._last_save >= self.every_s
-        # one collective per step: every rank learns whether any rank got the signal, and rank 0's
-        # clock decides timed saves, so all ranks save (a collective) at the same step or none does
-        flags = torch.tensor([float(received.requeue), float(timed), float(received.terminate)])
-        if trainer.world_size > 1 and dist.is_available() and dist.is_initialized():
-            flags = flags.to(trainer.strategy.root_device)  # NCCL reduces only device tensors
-            dist.all_reduce(flags, op=dist.ReduceOp.MAX)
-        requeue, timed, terminate = (bool(f) for f in flags.cpu().tolist())
+        requeue, timed, terminate = collective.agree(timed, trainer.strategy.root_device, trainer.world_size > 1)
         if terminate and not requeue:
             # SIGTERM: the job is being killed; the last periodic checkpoint is what resumes
             self.interrupted = "SIGTERM"

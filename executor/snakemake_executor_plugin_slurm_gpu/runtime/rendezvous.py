@@ -34,7 +34,7 @@ from typing import Any, Mapping, Sequence
 
 from .. import checkpoints, events
 from ..watchdog import span as _span
-from .environment import geometry
+from .environment import geometry, under_torchrun
 
 DEFAULT_TIMEOUT_S = 300.0
 CONNECT_TIMEOUT_S = 5.0  # one connection attempt; join() retries until its own timeout
@@ -214,11 +214,13 @@ def announce(environ: Mapping[str, str] | None = None) -> None:
             socket.getaddrinfo(addr, None)
         except OSError as e:
             error = str(e)
-    events.emit("rank_started", rank=int(env.get("SLURM_PROCID") or 0),
-                local_rank=int(env.get("SLURM_LOCALID") or 0),
+    torchrun = under_torchrun(env)  # then torchrun's numbering: Slurm's counts tasks, one per node
+    events.emit("rank_started", rank=int(env.get("RANK" if torchrun else "SLURM_PROCID") or 0),
+                local_rank=int(env.get("LOCAL_RANK" if torchrun else "SLURM_LOCALID") or 0),
                 node=env.get("SLURMD_NODENAME") or socket.gethostname(),
                 restart=int(env.get("SLURM_RESTART_COUNT") or 0),
-                world_size=int(env.get("SLURM_NTASKS") or 1), master_addr=addr, master_error=error)
+                world_size=int(env.get("WORLD_SIZE" if torchrun else "SLURM_NTASKS") or 1), master_addr=addr,
+                master_error=error)
 
 
 def join(timeout_s: float = DEFAULT_TIMEOUT_S, environ: Mapping[str, str] | None = None) -> World:

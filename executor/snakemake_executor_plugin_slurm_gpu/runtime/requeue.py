@@ -15,6 +15,18 @@ from . import signals
 
 log = logging.getLogger(__name__)
 
+# exit status of a rank that stopped for a requeue or a SIGTERM: never 0, so nothing downstream
+# mistakes an interrupted run for a finished one (Lightning <= 2.6.6 exits 0 on SIGTERM)
+INTERRUPTED_EXIT_CODE = 143
+
+
+class Interrupted(SystemExit):
+    """Training stopped early on purpose: a checkpoint is written and the job is being requeued."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(INTERRUPTED_EXIT_CODE)
+        self.reason = reason
+
 
 def request(directory: str | Path, step: int, requeue: bool = True) -> bool:
     """Rank 0 only, after the checkpoint of `step` is on disk: `scontrol requeue` this job (unless

@@ -1,0 +1,53 @@
+"""`srun python -m snakemake_executor_plugin_slurm_gpu.runtime.torchrun train.py [args]`: torchrun,
+set up from the allocation, in each Slurm task (one per node, launcher="torchrun").
+
+Every number comes from the environment the batch script and srun set (nodes, GPUs per node, this
+node's index, MASTER_ADDR/MASTER_PORT), so torchrun cannot start a world other than the submitted
+one. torchrun is also told to pass the requeue signal on to its processes: by default it would
+die of it (SIGUSR1's default action) and the ranks would never checkpoint.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Mapping, Sequence
+
+from .signals import requeue_signal
+
+# torchrun's own default list, plus the requeue signal
+_HANDLED = ("SIGTERM", "SIGINT", "SIGHUP", "SIGQUIT")
+
+
+def torchrun_argv(script_args: Sequence[str], environ: Mapping[str, str] | None = None,
+                  python: str = sys.executable) -> list[str]:
+    env = os.environ if environ is None else environ
+    missing = [name for name in ("SLURM_GPU_NODES", "SLURM_GPU_GPUS_PER_NODE", "SLURM_NODEID", "MASTER_ADDR",
+                                 "MASTER_PORT") if not env.get(name)]
+    if missing:
+        raise SystemExit(f"slurm-gpu torchrun: {', '.join(missing)} not set: run this with srun inside a "
+                         "slurm-gpu step whose rule sets launcher=\"torchrun\" and gpus")
+    if not script_args:
+        raise SystemExit("slurm-gpu torchrun: name the training script, e.g. "
+                         "srun python -m snakemake_executor_plugin_slurm_gpu.runtime.torchrun train.py")
+    signals = list(_HANDLED)
+    if env.get("SLURM_GPU_REQUEUE_SIGNAL"):
+        signals.append(requeue_signal(dict(env)).name)
+    return [python, "-m", "torch.distributed.run",
+            f"--nnodes={env['SLURM_GPU_NODES']}", f"--nproc-per-node={env['SLURM_GPU_GPUS_PER_NODE']}",
+            f"--node-rank={env['SLURM_NODEID']}", f"--master-addr={env['MASTER_ADDR']}",
+            f"--master-port={env['MASTER_PORT']}",
+            # a failed rank fails the step (Slurm and slurm-gpu restart it, from a checkpoint)
+            "--max-restarts=0",
+            f"--signals-to-handle={','.join(signals)}",
+            *script_args]
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = list(sys.argv[1:] if argv is None else argv)
+    command = torchrun_argv(args)
+    os.execv(command[0], command)
+
+
+if __name__ == "__main__":
+    main()
