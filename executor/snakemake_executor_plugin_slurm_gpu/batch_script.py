@@ -44,6 +44,7 @@ class JobOptions:
 
     socket_ifname: str | None = None  # NCCL_SOCKET_IFNAME / GLOO_SOCKET_IFNAME
     job_name_prefix: str = "sg"
+    allocation: bool = False  # allocation mode (allocation.py): steps run inside Snakemake's salloc
 
 
 def _directive(flag: str, value: object | None = None) -> str:
@@ -127,7 +128,13 @@ def render_environment(spec: StepSpec, paths: StepPaths, options: JobOptions) ->
         # private whatever the job's umask; the subshell keeps the rule's own files under its umask
         '(umask 077 && mkdir -p "$SLURM_GPU_CHECKPOINT_DIR")',
     ]
-    if spec.distributed or spec.uses_gpus:
+    if (spec.distributed or spec.uses_gpus) and options.allocation:
+        lines += [
+            "# allocation mode: Slurm picks this step's nodes when srun starts; the runtime takes rank 0's",
+            "# host from the step's node list and a port from its step id",
+            "export SLURM_GPU_ALLOCATION=1",
+        ]
+    elif spec.distributed or spec.uses_gpus:
         lines += [
             "# rank 0 runs on the first host of the allocation",
             'MASTER_ADDR=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)',

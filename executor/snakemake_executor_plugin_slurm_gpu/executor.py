@@ -19,7 +19,7 @@ from snakemake_interface_executor_plugins.jobs import JobExecutorInterface
 from snakemake_interface_executor_plugins.settings import SharedFSUsage
 from snakemake_interface_executor_plugins.utils import encode_target_jobs_cli_args
 
-from . import attach, checkpoints, events, logs, private, slurm, watchdog
+from . import allocation, attach, checkpoints, events, logs, private, slurm, watchdog
 from .batch_script import JobOptions, inner_command_line, render_batch_script
 from .paths import STATE_DIR, StepPaths
 from .policy import Act, Budgets, JobWatch, Limits, StepHistory, Stop
@@ -48,7 +48,16 @@ class Executor(RemoteExecutor):
     def __post_init__(self) -> None:
         self.settings: ExecutorSettings = self.workflow.executor_settings or ExecutorSettings()
         self.root = Path.cwd()
-        self.options = JobOptions(socket_ifname=self.settings.socket_ifname)
+        # allocation mode: steps run as job steps of the allocation Snakemake itself runs in
+        self.allocation: allocation.Allocation | None = None
+        if self.settings.allocation:
+            self.allocation = allocation.detect(os.environ)
+            if self.allocation is None:
+                raise WorkflowError("slurm-gpu: --slurm-gpu-allocation runs the steps inside the Slurm allocation "
+                                    "Snakemake runs in, but SLURM_JOB_ID is not set. HINT: start Snakemake inside "
+                                    "one, e.g. salloc --nodes=2 --gpus-per-node=2 snakemake ...")
+        self.local_steps = allocation.LocalSteps()
+        self.options = JobOptions(socket_ifname=self.settings.socket_ifname, allocation=self.allocation is not None)
         self.status = StatusQuery(run=self._slurm)
         self.watch = JobWatch(Limits(missing_s=self.settings.missing_job_timeout_s))
         self.budgets = Budgets(preemptions=self.settings.max_preemptions, timeouts=self.settings.max_timeouts)
@@ -124,6 +133,8 @@ class Executor(RemoteExecutor):
                 self._warned_rules.add(job.name)
                 self.logger.warning(f"slurm-gpu: {warning}")
         check_capacity(spec, self._cluster_info())
+        if self.allocation is not None:
+            allocation.check_fits(spec, self.allocation)
         return spec
 
     @staticmethod
@@ -174,7 +185,8 @@ class Executor(RemoteExecutor):
         if not self._preflight_done:
             self._preflight(jobs)
             self._preflight_done = True
-            self._find_orphans()
+            if self.allocation is None:
+                self._find_orphans()
         super().run_jobs(jobs)
 
     # ------------------------------------------------------------ re-attach
@@ -417,12 +429,52 @@ class Executor(RemoteExecutor):
             except (OSError, ValueError) as e:
                 raise WorkflowError(f"slurm-gpu: step {paths.key}: cannot check its checkpoint directory "
                                     f"{paths.checkpoint_dir}: {e}") from None
+        if self.allocation is not None:
+            self._start_in_allocation(job, spec, paths)
+            return
         try:
             job_id = self._submit(job, spec, paths, provenance=provenance)
         except SubmitError as e:
             self.report_job_error(SubmittedJobInfo(job), msg=f"slurm-gpu: step {paths.key}: {e}")
             return
         self.report_job_submission(SubmittedJobInfo(job, external_jobid=job_id, aux={"paths": paths, "spec": spec}))
+
+    def _start_in_allocation(self, job: JobExecutorInterface, spec: StepSpec, paths: StepPaths) -> None:
+        """Allocation mode: the step's script as job steps of Snakemake's own allocation."""
+        assert self.allocation is not None
+        try:
+            text = render_batch_script(spec, paths, self._inner_command(job, paths), self.options)
+            script = self._write_script(paths, job, text)
+            log = paths.log_dir / f"allocation-{self.allocation.job_id}-{datetime.now(timezone.utc):%Y%m%dT%H%M%S.%f}.log"
+            step_id = self.local_steps.start(self.allocation, allocation.step_command(spec, script),
+                                             allocation.step_environment(spec, self.allocation, os.environ),
+                                             log, self.root)
+        except (OSError, private.UntrustedPath) as e:
+            self.report_job_error(SubmittedJobInfo(job), msg=f"slurm-gpu: step {paths.key}: could not start it in "
+                                  f"allocation {self.allocation.job_id}: {e}")
+            return
+        self.logger.info(f"slurm-gpu: step {paths.key} runs in allocation {self.allocation.job_id} "
+                         f"({spec.nodes} node(s) x {spec.tasks_per_node} task(s)); log {log}")
+        self.report_job_submission(SubmittedJobInfo(job, external_jobid=step_id,
+                                                    aux={"paths": paths, "spec": spec, "log": log}))
+
+    def _check_in_allocation(self, active_jobs: List[SubmittedJobInfo]) -> Iterable[SubmittedJobInfo]:
+        """Allocation mode's status check: the steps' own exit status, no Slurm call."""
+        for job_info in active_jobs:
+            code = self.local_steps.poll(job_info.external_jobid)
+            if code is None:
+                yield job_info
+                continue
+            paths: StepPaths = job_info.aux["paths"]
+            if code == 0:
+                if job_info.aux["spec"].resumable:
+                    self._clean_checkpoints(paths)
+                self.report_job_success(job_info)
+                continue
+            log = job_info.aux["log"]
+            shown = logs.read_excerpt(log, LOG_TAIL_LINES)
+            self.report_job_error(job_info, msg=(f"slurm-gpu: step {paths.key} (in allocation) exited {code}.\n"
+                                                 f"Log: {log}\n" + (f"End of the log:\n{shown}\n" if shown else "")))
 
     def _resubmit(self, job_info: SubmittedJobInfo, reason: str, stop: Stop) -> SubmittedJobInfo | None:
         """A new Slurm job for a step whose job was stopped from outside; None if that failed."""
@@ -447,6 +499,10 @@ class Executor(RemoteExecutor):
     async def check_active_jobs(
         self, active_jobs: List[SubmittedJobInfo]
     ) -> AsyncGenerator[SubmittedJobInfo, None]:
+        if self.allocation is not None:
+            for job_info in self._check_in_allocation(active_jobs):
+                yield job_info
+            return
         for job_info in active_jobs:
             paths, spec = job_info.aux["paths"], job_info.aux["spec"]
             self._follow_events(job_info.external_jobid, paths, spec)
@@ -652,6 +708,9 @@ class Executor(RemoteExecutor):
             self.logger.warning(f"slurm-gpu: could not cancel Slurm jobs {', '.join(job_ids)}: {e}")
 
     def cancel_jobs(self, active_jobs: List[SubmittedJobInfo]) -> None:
+        if self.allocation is not None:
+            self.local_steps.cancel()
+            return
         with self._live_lock:
             ids = self._live | {j.external_jobid for j in active_jobs if j.external_jobid}
         self._cancel(sorted(ids, key=int))

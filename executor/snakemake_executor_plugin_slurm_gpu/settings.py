@@ -62,6 +62,12 @@ class ExecutorSettings(ExecutorSettingsBase):
                           "started is cancelled and failed, naming the missing ranks and nodes and the likely "
                           "cause (Lightning itself waits 30 minutes). 0 turns it off."},
     )
+    allocation: bool = field(
+        default=False,
+        metadata={"help": "Run every step inside the Slurm allocation Snakemake was started in (salloc), as "
+                          "job steps, instead of submitting jobs: for development. The steps' geometry must "
+                          "fit the allocation. No requeue signals, requeues or resubmissions in this mode."},
+    )
     explain: bool = field(
         default=False,
         metadata={"help": "Print the batch script every step of this run would be submitted with, and "

@@ -54,6 +54,7 @@ class Session:
                  directory: str | Path | None = None, keep: int = 2, requeue: bool = True,
                  backend: str | None = None, timeout_s: float = 600.0) -> None:
         signals.install()  # idempotent; the script should already have called it before importing torch
+        rendezvous.announce()  # first: in allocation mode it also settles MASTER_ADDR/PORT
         self.world: Geometry = geometry()
         self.every_n_steps = every_n_steps
         self.every_s = None if every_minutes is None else every_minutes * 60.0
@@ -62,7 +63,6 @@ class Session:
         self.requeue = requeue
         self.restart = int(os.environ.get("SLURM_RESTART_COUNT") or 0)
         self.interrupted: str | None = None
-        rendezvous.announce()
         cuda = torch.cuda.is_available()
         self.device = torch.device(f"cuda:{self.world.local_rank}" if cuda else "cpu")
         if cuda:

@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import os
 import re
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
+from typing import Callable, Mapping, MutableMapping
 
 
 class GeometryError(RuntimeError):
@@ -86,6 +87,29 @@ def geometry(environ: Mapping[str, str] | None = None) -> Geometry:
         master_port=_int(env, "MASTER_PORT"),
         under_slurm=True,
     )
+
+
+def settle_master(environ: MutableMapping[str, str] | None = None,
+                  hostnames: Callable[[str], list[str]] | None = None) -> None:
+    """Allocation mode (SLURM_GPU_ALLOCATION=1): this step runs on nodes Slurm picked when srun
+    started it, maybe not the allocation's first, and beside other steps of the same job: rank 0's
+    host is the first of the step's node list, the port is the job's plus the step id (Lightning's
+    formula would give every step of the job the same port). Elsewhere the batch script already
+    exported both; nothing changes."""
+    env = os.environ if environ is None else environ
+    nodes, step = env.get("SLURM_STEP_NODELIST"), env.get("SLURM_STEP_ID")
+    if env.get("SLURM_GPU_ALLOCATION") != "1" or not nodes or step is None or not step.isdigit():
+        return
+    expand = hostnames or _hostnames
+    env["MASTER_ADDR"] = expand(nodes)[0]
+    job = env.get("SLURM_JOB_ID", "0")
+    env["MASTER_PORT"] = str(15000 + (int(job[-4:]) + 1 + int(step)) % 10000)
+
+
+def _hostnames(nodelist: str) -> list[str]:
+    out = subprocess.run(["scontrol", "show", "hostnames", nodelist], capture_output=True, text=True,
+                         timeout=60, check=True).stdout
+    return out.split() or [nodelist]
 
 
 def under_torchrun(environ: Mapping[str, str] | None = None) -> bool:

@@ -34,7 +34,7 @@ from typing import Any, Mapping, Sequence
 
 from .. import checkpoints, events
 from ..watchdog import span as _span
-from .environment import geometry, under_torchrun
+from .environment import geometry, settle_master, under_torchrun
 
 DEFAULT_TIMEOUT_S = 300.0
 CONNECT_TIMEOUT_S = 5.0  # one connection attempt; join() retries until its own timeout
@@ -207,6 +207,8 @@ def announce(environ: Mapping[str, str] | None = None) -> None:
     """rank_started: the hang watchdog's evidence of who reached the rendezvous, and whether this
     node can even resolve the master address (the usual reason a node never joins)."""
     env = os.environ if environ is None else environ
+    if environ is None:
+        settle_master()  # allocation mode: MASTER_ADDR/PORT of this step, before anyone reads them
     addr = env.get("MASTER_ADDR")
     error = None
     if addr:
@@ -227,6 +229,8 @@ def join(timeout_s: float = DEFAULT_TIMEOUT_S, environ: Mapping[str, str] | None
     """Meet every other rank of this step at the master address. Raises RendezvousError (naming
     who is missing or wrong) instead of waiting forever."""
     env = os.environ if environ is None else environ
+    if environ is None:
+        settle_master()  # allocation mode: this step's MASTER_ADDR/PORT
     start = time.monotonic()
     deadline = start + timeout_s
     world = geometry(env)  # GeometryError when srun started another world than was submitted

@@ -13,6 +13,7 @@ import os
 import sys
 from typing import Mapping, Sequence
 
+from .environment import settle_master
 from .signals import requeue_signal
 
 # torchrun's own default list, plus the requeue signal
@@ -44,6 +45,7 @@ def torchrun_argv(script_args: Sequence[str], environ: Mapping[str, str] | None 
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    settle_master()
     args = list(sys.argv[1:] if argv is None else argv)
     command = torchrun_argv(args)
     os.execv(command[0], command)
