@@ -71,7 +71,10 @@ def test_the_torchrun_command_comes_from_the_allocation_and_forwards_the_requeue
     argv = torchrun_argv(["train.py", "--lr", "0.1"], env, python="/venv/bin/python")
     assert argv == ["/venv/bin/python", "-m", "torch.distributed.run", "--nnodes=2", "--nproc-per-node=4",
                     "--node-rank=1", "--master-addr=n1", "--master-port=15077", "--max-restarts=0",
-                    "--signals-to-handle=SIGTERM,SIGINT,SIGHUP,SIGQUIT,SIGUSR2", "train.py", "--lr", "0.1"]
+                    "--signals-to-handle=SIGTERM,SIGINT,SIGHUP,SIGQUIT,SIGUSR2", "--shutdown-timeout=600",
+                    "train.py", "--lr", "0.1"]
+    # the user's own choice of torchrun's grace period stands
+    assert "--shutdown-timeout=45" in torchrun_argv(["t.py"], {**env, "TORCH_ELASTIC_SHUTDOWN_TIMEOUT": "45"})
 
 
 def test_torchrun_outside_a_slurm_gpu_step_says_what_is_missing() -> None:

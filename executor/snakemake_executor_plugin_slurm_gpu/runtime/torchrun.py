@@ -18,6 +18,7 @@ from .signals import requeue_signal
 
 # torchrun's own default list, plus the requeue signal
 _HANDLED = ("SIGTERM", "SIGINT", "SIGHUP", "SIGQUIT")
+SHUTDOWN_TIMEOUT_S = 600
 
 
 def torchrun_argv(script_args: Sequence[str], environ: Mapping[str, str] | None = None,
@@ -41,6 +42,10 @@ def torchrun_argv(script_args: Sequence[str], environ: Mapping[str, str] | None 
             # a failed rank fails the step (Slurm and slurm-gpu restart it, from a checkpoint)
             "--max-restarts=0",
             f"--signals-to-handle={','.join(signals)}",
+            # after passing a signal on, torchrun SIGKILLs its processes after this long (30 s by
+            # default): a checkpoint at the requeue signal may take longer. Slurm's own kill still
+            # comes at the time limit or the preemption grace time, whichever this is
+            f"--shutdown-timeout={env.get('TORCH_ELASTIC_SHUTDOWN_TIMEOUT') or SHUTDOWN_TIMEOUT_S}",
             *script_args]
 
 
