@@ -213,7 +213,10 @@ class Executor(RemoteExecutor):
         live = self._orphans.pop(paths.key, [])
         if not live:
             return False
-        decision = attach.decide(live, attach.read_record(paths.submission_record), provenance)
+        # a group job's inputs, params and code are not recorded: its live job cannot be checked, so
+        # it must not run on beside the new one
+        record = None if job.is_group() else attach.read_record(paths.submission_record)
+        decision = attach.decide(live, record, provenance)
         if decision.cancel:
             self.logger.warning(f"slurm-gpu: step {paths.key}: cancelling Slurm job(s) {', '.join(decision.cancel)} "
                                 f"of an earlier run, because {decision.why}")
@@ -414,7 +417,7 @@ class Executor(RemoteExecutor):
             return
         paths = self._paths(job)
         provenance = self._provenance_digest(job)
-        if not job.is_group() and self._reattach(job, spec, paths, provenance):
+        if self._reattach(job, spec, paths, provenance):
             return
         if spec.resumable and not job.is_group():
             try:

@@ -118,7 +118,7 @@ def test_the_executor_waits_for_a_re_attached_job_and_submits_nothing(tmp_path: 
     paths.submission_record.parent.mkdir(parents=True)
     attach.write_record(paths.submission_record, Submission("abc", 1.0, "12"))
     me = reattach_stand_in(tmp_path, {"train/lr=0.1": [job("12", workdir=str(tmp_path))]})
-    step = object()
+    step = SimpleNamespace(is_group=lambda: False)
     assert Executor._reattach(me, step, build_spec("train", {"gpus": 2}), paths, "abc") is True
     assert me.report_job_submission.submitted == [(step, "12")]
     assert me._live == {"12"} and me._history["train/lr=0.1"].job_ids == ["12"]
@@ -132,7 +132,17 @@ def test_the_executor_cancels_a_live_job_of_a_changed_step_before_submitting(tmp
     paths.submission_record.parent.mkdir(parents=True)
     attach.write_record(paths.submission_record, Submission("before-the-edit", 1.0, "12"))
     me = reattach_stand_in(tmp_path, {"train/lr=0.1": [job("12", workdir=str(tmp_path))]})
-    assert Executor._reattach(me, object(), build_spec("train", {"gpus": 2}), paths, "after-the-edit") is False
+    assert Executor._reattach(me, SimpleNamespace(is_group=lambda: False), build_spec("train", {"gpus": 2}), paths,
+                              "after-the-edit") is False
+    assert me.cancelled == ["12"] and me.report_job_submission.submitted == []
+
+
+def test_a_live_group_job_cannot_be_checked_and_is_cancelled_before_the_group_is_submitted(tmp_path: Path) -> None:
+    paths = StepPaths.of(tmp_path, "bundle", {})
+    paths.submission_record.parent.mkdir(parents=True)
+    attach.write_record(paths.submission_record, Submission("", 1.0, "12"))
+    me = reattach_stand_in(tmp_path, {"bundle/all": [job("12", step="bundle/all", workdir=str(tmp_path))]})
+    assert Executor._reattach(me, SimpleNamespace(is_group=lambda: True), build_spec("bundle", {}), paths, "") is False
     assert me.cancelled == ["12"] and me.report_job_submission.submitted == []
 
 
