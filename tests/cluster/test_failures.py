@@ -36,10 +36,17 @@ def _state(job_id):
     return slurm("squeue", "--noheader", "--states=all", f"--jobs={job_id}", "--format=%T").strip()
 
 
+def _default_sigint() -> None:
+    # a shell runs a background command (`make test &`, a CI runner's) with SIGINT ignored, and the
+    # child inherits that: Python then installs no KeyboardInterrupt handler and Snakemake would never
+    # see the Ctrl-C this test sends. A terminal's Ctrl-C meets the default disposition; so must this one.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _start(workdir):
     argv = [str(VENV_BIN / "snakemake"), "--profile", str(PROFILE), "--jobs", "4"]
     return subprocess.Popen(argv, cwd=workdir, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True)
+                            text=True, preexec_fn=_default_sigint)
 
 
 def _running_job(workdir):
