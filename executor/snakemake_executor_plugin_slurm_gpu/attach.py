@@ -15,16 +15,15 @@ its presence means "this step may have a job that nobody is watching".
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from . import checkpoints
+from . import private
 from .slurm import StepJob
 from .status import STATE_TABLE, Outcome, base_state
-
-RECORDS = "*/*.json"  # <rule>/<wildcards>.json under paths.SUBMISSIONS_DIR
 
 # a job in these is still the step's: running, queued, being requeued, or held for a person
 _LIVE = {Outcome.ACTIVE, Outcome.HELD}
@@ -48,8 +47,14 @@ def read_record(path: Path) -> Submission | None:
 
 def write_record(path: Path, record: Submission) -> None:
     """Replace the record atomically (a reader sees the old one or the new one), mode 0600."""
-    checkpoints.atomic_write_bytes(path, (json.dumps({"provenance": record.provenance, "ts": record.ts,
-                                                      "job_id": record.job_id}) + "\n").encode())
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.unlink()
+    except FileNotFoundError:
+        pass
+    private.write_private(tmp, json.dumps({"provenance": record.provenance, "ts": record.ts,
+                                           "job_id": record.job_id}) + "\n")
+    os.replace(tmp, path)
 
 
 def clear_record(path: Path) -> None:
@@ -62,14 +67,14 @@ def clear_record(path: Path) -> None:
 def any_records(directory: Path) -> bool:
     """Is any step's submission record left over (cheap: stops at the first)?"""
     try:
-        return next(directory.glob(RECORDS), None) is not None
+        return next(directory.rglob("*.json"), None) is not None
     except OSError:
         return False
 
 
 def drop_records_except(directory: Path, keep: set[str]) -> None:
     """Remove the records (<directory>/<rule>/<wildcards>.json) of every step not in `keep`."""
-    for path in list(directory.glob(RECORDS)):
+    for path in list(directory.glob("*/*.json")):
         if f"{path.parent.name}/{path.stem}" not in keep:
             clear_record(path)
 

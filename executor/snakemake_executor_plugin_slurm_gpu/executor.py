@@ -21,13 +21,13 @@ from snakemake_interface_executor_plugins.utils import encode_target_jobs_cli_ar
 
 from . import allocation, attach, checkpoints, events, logs, private, slurm, watchdog
 from .batch_script import JobOptions, inner_command_line, render_batch_script
-from .paths import SUBMISSIONS_DIR, StepPaths
+from .paths import STATE_DIR, StepPaths
 from .policy import Act, Budgets, JobWatch, Limits, StepHistory, Stop
 from .settings import ExecutorSettings
 from .spec import (ClusterInfo, ResourceError, StepSpec, WildcardError, build_spec, check_capacity, check_launch,
                    check_signal, check_target_wildcards, launch_warning)
 from .status import Outcome, StatusQuery, Verdict, classify
-from .submit import Submitter
+from .submit import Submitter, delays
 from .tracking import StepTracker
 
 LOG_TAIL_LINES = 20
@@ -98,11 +98,24 @@ class Executor(RemoteExecutor):
     def _say_retry(self, message: str, wait: float) -> None:
         self.logger.warning(f"slurm-gpu: Slurm is busy or unreachable, retrying in {wait:g} s: {message}")
 
+    def _slurm_retrying(self, argv: Sequence[str]) -> str:
+        """A read-only Slurm command, retried with backoff while it fails transiently."""
+        waits = delays(float(self.settings.slurm_retry_s))
+        while True:
+            try:
+                return self._slurm(argv)
+            except slurm.SlurmError as e:
+                wait = next(waits, None) if e.transient else None
+                if wait is None:
+                    raise
+                self._say_retry(str(e), wait)
+                time.sleep(wait)
+
     def _cluster_info(self) -> ClusterInfo:
         """Partitions and their GPUs per node: asked once per run."""
         if self._cluster is None:
             try:
-                gpus, default = slurm.parse_sinfo(self.submitter.ask(slurm.sinfo_argv()))
+                gpus, default = slurm.parse_sinfo(self._slurm_retrying(slurm.sinfo_argv()))
             except slurm.SlurmError as e:
                 raise WorkflowError(f"slurm-gpu could not ask Slurm for its partitions: {e}") from None
             self._cluster = ClusterInfo(gpus, default)
@@ -180,11 +193,11 @@ class Executor(RemoteExecutor):
     def _find_orphans(self) -> None:
         """Once per run, before the first submission: the live jobs of steps whose verdict an earlier
         Snakemake never saw. Costs one squeue, and only if such a step left its record behind."""
-        records = self.root / SUBMISSIONS_DIR
+        records = self.root / STATE_DIR / "submissions"
         if not attach.any_records(records):
             return
         try:
-            listing = slurm.parse_step_jobs(self.submitter.ask(slurm.squeue_steps_argv()))
+            listing = slurm.parse_step_jobs(self._slurm_retrying(slurm.squeue_steps_argv()))
         except slurm.SlurmError as e:
             # submitting blind could start a second copy of a step that still runs
             raise WorkflowError(f"slurm-gpu: an earlier run in this directory left steps whose Slurm jobs may "
@@ -375,16 +388,17 @@ class Executor(RemoteExecutor):
     def _provenance_digest(self, job: JobExecutorInterface) -> str:
         return checkpoints.provenance_digest(self._provenance(job)) if not job.is_group() else ""
 
-    def _prepare_checkpoint_dir(self, paths: StepPaths, parts: dict[str, object]) -> None:
+    def _prepare_checkpoint_dir(self, job: JobExecutorInterface, paths: StepPaths) -> None:
         """Before a resumable step is submitted: refuse a checkpoint directory someone else could
         have written (UntrustedPath; nothing in it is touched, it is evidence), create it private,
         and move it aside if the step changed since its checkpoints were written."""
         base = self._checkpoint_base()
         private.check_checkpoint_dir(paths.checkpoint_dir, base=base)
         private.make_private_dir(paths.checkpoint_dir, base)
-        self._check_provenance(paths, parts)
+        self._check_provenance(job, paths)
 
-    def _check_provenance(self, paths: StepPaths, parts: dict[str, object]) -> None:
+    def _check_provenance(self, job: JobExecutorInterface, paths: StepPaths) -> None:
+        parts = self._provenance(job)
         moved = checkpoints.ensure_provenance(paths.checkpoint_dir, checkpoints.provenance_digest(parts),
                                               parts=parts)
         if moved is not None:
@@ -402,14 +416,12 @@ class Executor(RemoteExecutor):
             self.report_job_error(SubmittedJobInfo(job), msg=f"slurm-gpu: not submitted: {e}")
             return
         paths = self._paths(job)
-        # inputs, params and code: read once, for the submission record and the checkpoints' provenance
-        parts = None if job.is_group() else self._provenance(job)
-        provenance = "" if parts is None else checkpoints.provenance_digest(parts)
+        provenance = self._provenance_digest(job)
         if self._reattach(job, spec, paths, provenance):
             return
-        if spec.resumable and parts is not None:
+        if spec.resumable and not job.is_group():
             try:
-                self._prepare_checkpoint_dir(paths, parts)
+                self._prepare_checkpoint_dir(job, paths)
             except private.UntrustedPath as e:
                 self.report_job_error(SubmittedJobInfo(job), msg=(
                     f"slurm-gpu: step {paths.key} was not submitted: it would resume from {paths.checkpoint_dir}, "
@@ -462,8 +474,10 @@ class Executor(RemoteExecutor):
                     self._clean_checkpoints(paths)
                 self.report_job_success(job_info)
                 continue
-            self.report_job_error(job_info, msg=self._with_log(
-                f"slurm-gpu: step {paths.key} (in allocation) exited {code}.", job_info.aux["log"]))
+            log = job_info.aux["log"]
+            shown = logs.read_excerpt(log, LOG_TAIL_LINES)
+            self.report_job_error(job_info, msg=(f"slurm-gpu: step {paths.key} (in allocation) exited {code}.\n"
+                                                 f"Log: {log}\n" + (f"End of the log:\n{shown}\n" if shown else "")))
 
     def _resubmit(self, job_info: SubmittedJobInfo, reason: str, stop: Stop) -> SubmittedJobInfo | None:
         """A new Slurm job for a step whose job was stopped from outside; None if that failed."""
@@ -626,9 +640,10 @@ class Executor(RemoteExecutor):
         attach.clear_record(paths.submission_record)
         self._event(paths, "watchdog", job_id, missing_ranks=hang.missing_ranks, missing_nodes=hang.missing_nodes,
                     joined=hang.joined, expected=hang.expected, why=hang.why)
-        self.report_job_error(job_info, msg=self._with_log(
-            f"slurm-gpu: step {paths.key}, Slurm job {job_id}: {hang.message(timeout)}. (The watchdog's limit is "
-            "--slurm-gpu-rendezvous-timeout-s.)", paths.log_file(job_id)))
+        message = (f"slurm-gpu: step {paths.key}, Slurm job {job_id}: {hang.message(timeout)}. (The watchdog's "
+                   f"limit is --slurm-gpu-rendezvous-timeout-s.)\nLog: {paths.log_file(job_id)}\n")
+        shown = logs.read_excerpt(paths.log_file(job_id), LOG_TAIL_LINES)
+        self.report_job_error(job_info, msg=message + (f"End of the log:\n{shown}\n" if shown else ""))
         return True
 
     def _note_accounting(self) -> None:
@@ -679,20 +694,11 @@ class Executor(RemoteExecutor):
 
     def _failure_message(self, job_info: SubmittedJobInfo, reason: str) -> str:
         paths: StepPaths = job_info.aux["paths"]
-        return self._with_log(f"slurm-gpu: step {paths.key}, Slurm job {job_info.external_jobid}: {reason}.",
-                              paths.log_file(job_info.external_jobid),
-                              missing="(the log does not exist: the job may never have started)\n")
-
-    @staticmethod
-    def _with_log(head: str, log: Path, missing: str | None = None) -> str:
-        """A failure message: its head line, where the log is, and the log's end. `missing`: what to
-        say when there is no log (None: nothing, and nothing either for an empty one)."""
-        message = f"{head}\nLog: {log}\n"
+        log = paths.log_file(job_info.external_jobid)
+        message = f"slurm-gpu: step {paths.key}, Slurm job {job_info.external_jobid}: {reason}.\nLog: {log}\n"
         shown = logs.read_excerpt(log, LOG_TAIL_LINES)
         if shown is None:
-            return message + (missing or "")
-        if not shown and missing is None:
-            return message
+            return message + "(the log does not exist: the job may never have started)\n"
         return message + f"End of the log:\n{shown}\n"
 
     # ------------------------------------------------------------ cancel

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Mapping
 
 STATE_DIR = Path(".snakemake") / "slurm-gpu"
-SUBMISSIONS_DIR = STATE_DIR / "submissions"  # attach.py's records, <rule>/<wildcards>.json
 _UNSAFE = re.compile(r"[^A-Za-z0-9._+=,-]")
 _MAX_NAME = 80
 
@@ -91,7 +90,7 @@ class StepPaths:
     @property
     def submission_record(self) -> Path:
         """What the step's latest job was submitted with (attach.py); gone once its verdict is in."""
-        return self.root / SUBMISSIONS_DIR / self.rule / f"{self.wildcards}.json"
+        return self.state_dir / "submissions" / self.rule / f"{self.wildcards}.json"
 
     @property
     def script_dir(self) -> Path:

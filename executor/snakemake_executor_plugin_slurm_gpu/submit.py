@@ -1,4 +1,4 @@
-"""Slurm calls that survive a busy or restarting controller. sbatch: transient failures are retried with
+"""sbatch that survives a busy or restarting controller: transient failures are retried with
 backoff for a bounded time, permanent ones (an invalid partition, a refused option) are not, and no
 retry can submit a second copy of a step whose first sbatch did reach the controller."""
 
@@ -36,19 +36,6 @@ class Submitter:
     sleep: Callable[[float], None] = time.sleep
     clock: Callable[[], float] = time.time
     on_retry: Callable[[str, float], None] = field(default=lambda message, wait: None)
-
-    def ask(self, argv: Sequence[str]) -> str:
-        """A read-only Slurm command (sinfo, squeue), retried the same way while it fails transiently."""
-        waits = delays(self.limit_s)
-        while True:
-            try:
-                return self.run(argv)
-            except slurm.SlurmError as e:
-                wait = next(waits, None) if e.transient else None
-                if wait is None:
-                    raise
-                self.on_retry(str(e), wait)
-                self.sleep(wait)
 
     def submit(self, script: str, root: Path, step: str, known: Sequence[str] = ()) -> str:
         """Submit the batch script text; the job id. Raises slurm.SlurmError (the last failure) when a

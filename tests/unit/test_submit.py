@@ -88,17 +88,3 @@ def test_transient_failures_give_up_after_the_limit_with_the_last_error(fake_slu
     assert clock.slept == [1, 2, 4, 8, 15] and sum(clock.slept) <= 30
     # while nobody could look whether the first sbatch got through, it was never repeated
     assert fake_slurm.commands().count("sbatch") == 1
-
-
-def test_a_read_only_command_is_asked_again_while_the_controller_is_away_and_not_for_a_real_error(
-        fake_slurm: FakeSlurm) -> None:
-    clock = Clock()
-    fake_slurm.answer(slurm.sinfo_argv(), stderr=LISTING_DOWN, returncode=1, times=2)
-    fake_slurm.answer(slurm.sinfo_argv(), stdout="debug*|gpu:2\n")
-    sub, told = submitter(fake_slurm, clock)
-    assert sub.ask(slurm.sinfo_argv()) == "debug*|gpu:2\n"
-    assert clock.slept == [1, 2] and len(told) == 2
-    fake_slurm.answer(slurm.sinfo_argv(), stderr="sinfo: error: invalid option\n", returncode=1)
-    with pytest.raises(slurm.SlurmError, match="invalid option"):
-        sub.ask(slurm.sinfo_argv())
-    assert clock.slept == [1, 2]

@@ -119,16 +119,27 @@ class Session:
     def step_done(self, step: int, state: Callable[[], Any]) -> None:
         """Call after every optimizer step, on every rank. `state` makes what is saved (called on
         rank 0 only, and only when a checkpoint is due). Raises Interrupted after a signal."""
-        try:
-            collective.step_boundary(
-                step, every_n_steps=self.every_n_steps, every_s=self.every_s, last_save=self._last_save,
-                last_saved_step=self._last_saved_step, rank0=self.rank == 0, device=self.device,
-                distributed=self.distributed, restart=self.restart,
-                save=lambda why: self.save(step, state, why=why),
-                request_requeue=lambda: requeue.request(self.directory, step, requeue=self.requeue))
-        except Interrupted as stop:
-            self.interrupted = stop.why
-            raise
+        received = signals.received()
+        periodic = bool(self.every_n_steps) and step % self.every_n_steps == 0
+        timed = self.every_s is not None and self.rank == 0 and time.monotonic() - self._last_save >= self.every_s
+        want_requeue, timed, terminate = collective.agree(timed, self.device, self.distributed)
+        if terminate and not want_requeue:
+            # SIGTERM: being killed now; the newest periodic checkpoint is what resumes
+            self.interrupted = "SIGTERM"
+            if self.rank == 0:
+                events.emit("interrupted", global_step=step, why="SIGTERM")
+            raise Interrupted("received SIGTERM")
+        if want_requeue and self.rank == 0:
+            events.emit("signal", signal=",".join(received.names) or "requeue", global_step=step,
+                        restart=self.restart)
+        if (periodic or timed or want_requeue) and step != self._last_saved_step:
+            self.save(step, state, why="signal" if want_requeue else "periodic" if periodic else "timed")
+        if want_requeue:
+            self.interrupted = "requeue signal"
+            if self.rank == 0:
+                events.emit("interrupted", global_step=step, why="requeue signal")
+                requeue.request(self.directory, step, requeue=self.requeue)
+            raise Interrupted(f"checkpointed at step {step} on the requeue signal")
 
     def save(self, step: int, state: Callable[[], Any], why: str = "periodic") -> None:
         """Collective: rank 0 writes step-N.ckpt atomically with its manifest, everyone waits."""

@@ -92,16 +92,29 @@ class Resumable(pl.Callback):
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any,
                            batch: Any, batch_idx: int) -> None:
         step = trainer.global_step
-        try:
-            collective.step_boundary(
-                step, every_n_steps=self.every_n_steps, every_s=self.every_s, last_save=self._last_save,
-                last_saved_step=self._last_saved_step, rank0=trainer.is_global_zero,
-                device=trainer.strategy.root_device, distributed=trainer.world_size > 1, restart=self._restart,
-                save=lambda why: self._save(trainer, step, why=why),
-                request_requeue=lambda: self._request_requeue(trainer, step))
-        except Interrupted as stop:
-            self.interrupted = stop.why
-            raise
+        received = signals.received()
+        periodic = bool(self.every_n_steps) and step % self.every_n_steps == 0
+        timed = self.every_s is not None and trainer.is_global_zero and \
+            time.monotonic() - self._last_save >= self.every_s
+        requeue, timed, terminate = collective.agree(timed, trainer.strategy.root_device, trainer.world_size > 1)
+        if terminate and not requeue:
+            # SIGTERM: the job is being killed; the last periodic checkpoint is what resumes
+            self.interrupted = "SIGTERM"
+            if trainer.is_global_zero:
+                events.emit("interrupted", global_step=step, why="SIGTERM")
+            raise Interrupted("received SIGTERM")
+        if requeue and trainer.is_global_zero:
+            events.emit("signal", signal=",".join(received.names) or "requeue", global_step=step,
+                        restart=self._restart)
+        if (periodic or timed or requeue) and step != self._last_saved_step:
+            self._save(trainer, step, why="signal" if requeue else "periodic" if periodic else "timed")
+        if requeue:
+            self.interrupted = "requeue signal"
+            if trainer.is_global_zero:
+                # before the requeue request: once Slurm has it, this process may be killed any moment
+                events.emit("interrupted", global_step=step, why="requeue signal")
+            self._request_requeue(trainer, step)
+            raise Interrupted(f"checkpointed at step {step} on the requeue signal")
 
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
         # Lightning's SIGTERMException is a SystemExit without a code: the process would exit 0

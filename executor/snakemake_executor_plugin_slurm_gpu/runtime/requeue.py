@@ -23,10 +23,9 @@ INTERRUPTED_EXIT_CODE = 143
 class Interrupted(SystemExit):
     """Training stopped early on purpose: a checkpoint is written and the job is being requeued."""
 
-    def __init__(self, reason: str, why: str = "") -> None:
+    def __init__(self, reason: str) -> None:
         super().__init__(INTERRUPTED_EXIT_CODE)
         self.reason = reason
-        self.why = why or reason  # short: "SIGTERM" or "requeue signal"
 
 
 def request(directory: str | Path, step: int, requeue: bool = True) -> bool:
