@@ -72,7 +72,16 @@ def _extra_directive(word: str) -> str:
     return f"#SBATCH {word}"
 
 
-def render_directives(spec: StepSpec, paths: StepPaths, options: JobOptions) -> list[str]:
+@dataclass(frozen=True)
+class StepCommand:
+    """What the batch script runs, already shell-quoted: the job-side Snakemake call, or (direct) a
+    plain shell rule's own command (direct.py)."""
+
+    text: str
+    direct: bool = False
+
+
+def render_directives(spec: StepSpec, paths: StepPaths, options: JobOptions, direct: bool = False) -> list[str]:
     """The #SBATCH lines, in a fixed order so that golden files stay stable."""
     # Slurm expands %-patterns in --output; only our own %j may be one
     log_dir = str(paths.log_dir).replace("%", "%%")
@@ -106,6 +115,10 @@ def render_directives(spec: StepSpec, paths: StepPaths, options: JobOptions) -> 
         lines.append(_directive("--signal", f"{spec.signal}@{spec.signal_lead_s}"))
     if spec.resumable:
         lines.append(_directive("--requeue"))
+    elif direct:
+        # Slurm would rerun the script over the outputs of the interrupted run: the executor
+        # resubmits instead, after Snakemake has removed them
+        lines.append(_directive("--no-requeue"))
     lines.append(_directive("--comment", f"{STEP_COMMENT}{paths.key}"))
     lines.extend(_extra_directive(word) for word in spec.extra)
     return lines
@@ -157,12 +170,14 @@ def inner_command_line(words: Sequence[object], general_args: str = "", precomma
     return f"{precommand} && {command}" if precommand else command
 
 
-def render_batch_script(spec: StepSpec, paths: StepPaths, command: str, options: JobOptions) -> str:
-    """The whole batch script. `command` is the inner Snakemake call, already shell-quoted."""
+def render_batch_script(spec: StepSpec, paths: StepPaths, command: StepCommand | str, options: JobOptions) -> str:
+    """The whole batch script. `command`: what runs in it (a plain string is a job-side Snakemake call)."""
+    if isinstance(command, str):
+        command = StepCommand(command)
     lines = [
         "#!/bin/bash",
         f"# slurm-gpu: step {paths.key} (rule {spec.rule}); submitted on the standard input of sbatch --parsable",
-        *render_directives(spec, paths, options),
+        *render_directives(spec, paths, options, direct=command.direct),
         "",
         *render_environment(spec, paths, options),
         "",
@@ -170,9 +185,9 @@ def render_batch_script(spec: StepSpec, paths: StepPaths, command: str, options:
         "# one event per start, also after each requeue (every value here is digits, a safe step name or a",
         "# Slurm node list, so printf makes valid JSON)",
         _STARTED_EVENT,
-        "# the inner Snakemake runs in the batch step itself, with the SLURM_* environment intact, so",
-        "# the rule's own srun gets the whole allocation",
-        command,
+        "# the step runs in the batch step itself, with the SLURM_* environment intact, so the rule's",
+        "# own srun gets the whole allocation",
+        command.text,
         "rc=$?",
         _ENDED_EVENT,
         "exit $rc",

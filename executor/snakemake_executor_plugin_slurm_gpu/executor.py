@@ -19,8 +19,8 @@ from snakemake_interface_executor_plugins.jobs import JobExecutorInterface
 from snakemake_interface_executor_plugins.settings import SharedFSUsage
 from snakemake_interface_executor_plugins.utils import encode_target_jobs_cli_args
 
-from . import allocation, attach, checkpoints, events, logs, private, slurm, watchdog
-from .batch_script import JobOptions, inner_command_line, render_batch_script
+from . import allocation, attach, checkpoints, direct, events, logs, private, slurm, watchdog
+from .batch_script import JobOptions, StepCommand, inner_command_line, render_batch_script
 from .paths import STATE_DIR, StepPaths
 from .policy import Act, Budgets, JobWatch, Limits, StepHistory, Stop
 from .settings import ExecutorSettings
@@ -175,8 +175,8 @@ class Executor(RemoteExecutor):
         Snakemake's per-run temporary directories differ from run to run), and stop before submitting
         anything."""
         for job in jobs:
-            paths = self._paths(job)
-            text = render_batch_script(self._spec(job), paths, self._inner_command(job, paths), self.options)
+            paths, spec = self._paths(job), self._spec(job)
+            text = render_batch_script(spec, paths, self._step_command(job, paths, spec), self.options)
             print(f"{EXPLAIN_MARK} step {paths.key} (rule {job.name}) {'=' * 20}\n{text}", end="", flush=True)
         raise WorkflowError(f"slurm-gpu: explain: printed the batch scripts of {len(jobs)} step(s) above; "
                             "nothing was submitted")
@@ -237,6 +237,22 @@ class Executor(RemoteExecutor):
     def _paths(self, job: JobExecutorInterface) -> StepPaths:
         wildcards = {} if job.is_group() else dict(job.wildcards.items())
         return StepPaths.of(self.root, job.name, wildcards, self.settings.checkpoint_root)
+
+    def _step_command(self, job: JobExecutorInterface, paths: StepPaths, spec: StepSpec) -> StepCommand:
+        """What the step's batch script runs: a plain shell rule's own command (direct.py), unless the
+        step is resumable or the user asked for the job-side Snakemake everywhere."""
+        if not (spec.resumable or self.settings.job_side_snakemake):
+            from snakemake.shell import shell  # Snakemake itself: loaded already when a run gets here
+
+            command = direct.direct_shell(job, shell, self.workflow.execution_settings.latency_wait)
+            if command is not None:
+                return StepCommand(direct.render(command), direct=True)
+        return StepCommand(self._inner_command(job, paths))
+
+    def _prepare_direct(self, job: JobExecutorInterface) -> None:
+        """What the job-side Snakemake would do before a direct step's command: remove stale outputs,
+        make the output and log directories, wait for the inputs (Snakemake's own Job.prepare())."""
+        self.workflow.async_run(job.prepare())
 
     def _inner_command(self, job: JobExecutorInterface, paths: StepPaths) -> str:
         """The job-side Snakemake call. Built word by word and quoted with shlex: Snakemake's own
@@ -318,8 +334,14 @@ class Executor(RemoteExecutor):
             with self._live_lock:
                 self._live.difference_update(stale)
         record = attach.Submission(self._provenance_digest(job) if provenance is None else provenance, time.time())
+        command = self._step_command(job, paths, spec)
+        if command.direct:
+            try:
+                self._prepare_direct(job)
+            except Exception as e:  # noqa: BLE001 - Snakemake's WorkflowError, ProtectedOutputException, OSError
+                raise SubmitError(f"could not prepare its outputs: {e}") from None
         try:
-            text = render_batch_script(spec, paths, self._inner_command(job, paths), self.options)
+            text = render_batch_script(spec, paths, command, self.options)
             script = self._write_script(paths, job, text)
             # before sbatch: a Snakemake killed between the two still leaves the record of the job
             self._private_dir(paths.submission_record.parent)
@@ -446,7 +468,13 @@ class Executor(RemoteExecutor):
         """Allocation mode: the step's script as job steps of Snakemake's own allocation."""
         assert self.allocation is not None
         try:
-            text = render_batch_script(spec, paths, self._inner_command(job, paths), self.options)
+            command = self._step_command(job, paths, spec)
+            if command.direct:
+                try:
+                    self._prepare_direct(job)
+                except Exception as e:  # noqa: BLE001 - as in _submit
+                    raise OSError(f"could not prepare its outputs: {e}") from None
+            text = render_batch_script(spec, paths, command, self.options)
             script = self._write_script(paths, job, text)
             log = paths.log_dir / f"allocation-{self.allocation.job_id}-{datetime.now(timezone.utc):%Y%m%dT%H%M%S.%f}.log"
             step_id = self.local_steps.start(self.allocation, allocation.step_command(spec, script),

@@ -74,6 +74,15 @@ class ExecutorSettings(ExecutorSettingsBase):
                           "submit nothing (the run then stops with an error saying so). `slurm-gpu explain "
                           "[snakemake args]` does the same and exits 0."},
     )
+    job_side_snakemake: bool = field(
+        default=False,
+        metadata={"help": "Run every step through a Snakemake inside its job, as the official plugin does. "
+                          "By default a plain shell rule (no conda, container, script, run block, shadow, "
+                          "benchmark, storage or group) runs its command directly in the batch script: the "
+                          "main Snakemake prepares its outputs before submission and checks them after the "
+                          "job, which saves the job-side Snakemake's start (about a second of CPU per job). "
+                          "Resumable (GPU) steps always keep the job-side Snakemake."},
+    )
     status_interval_min_s: int = field(
         default=2,
         metadata={"help": "Seconds between status polls while jobs are changing state (one batched "

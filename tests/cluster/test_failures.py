@@ -27,7 +27,7 @@ def test_failed_step_reports_state_exit_code_and_log_tail(cluster, tmp_path):
     assert run.returncode != 0
     (job,) = run.jobs("broken")
     assert f"Slurm job {job}: Slurm job ended FAILED" in run.output
-    assert "exit code 1:0" in run.output  # the inner Snakemake's exit status
+    assert "exit code 3:0" in run.output  # the command's own exit status: a plain shell rule runs directly
     assert "the-last-words-of-the-step" in run.output
     assert not (workdir / "never.txt").exists()
 

@@ -178,9 +178,13 @@ def without_run_tmpdir(script: str) -> str:
 
 
 def split_inner_command(script: str) -> tuple[list[str], str]:
-    """(every other line, the inner Snakemake call) of a batch script."""
+    """(every other line, the inner Snakemake call) of a batch script; a direct step (a plain shell
+    rule running its own command) has no inner call: all of it is compared line by line."""
     lines = script.splitlines()
-    (inner,) = [i for i, line in enumerate(lines) if " -m snakemake " in line]
+    inner = [i for i, line in enumerate(lines) if " -m snakemake " in line]
+    if not inner:
+        return lines, ""
+    (inner,) = inner
     return lines[:inner] + lines[inner + 1:], lines[inner]
 
 

@@ -16,8 +16,10 @@ from typing import NamedTuple
 
 import pytest
 
+from snakemake_executor_plugin_slurm_gpu import direct
 from snakemake_executor_plugin_slurm_gpu.batch_script import (
     JobOptions,
+    StepCommand,
     _directive,
     _extra_directive,
     render_batch_script,
@@ -36,12 +38,22 @@ class Case(NamedTuple):
     spec: StepSpec
     paths: StepPaths
     options: JobOptions = JobOptions()
+    command: StepCommand = StepCommand(COMMAND)
 
 
 CASES: dict[str, Case] = {
     "cpu": Case(
         build_spec("prepare", {"mem_mb": 4000, "runtime": 30}, threads=4),
         StepPaths.of(ROOT, "prepare", {"sample": "a"}),
+    ),
+    # a plain shell rule: its own command, no job-side Snakemake, and Slurm must not rerun it in place
+    "cpu_direct": Case(
+        build_spec("count", {"runtime": 10}, threads=2),
+        StepPaths.of(ROOT, "count", {"sample": "a b"}),
+        command=StepCommand(direct.render(direct.DirectShell(
+            executable="/usr/bin/bash", command="set -euo pipefail;  wc -l 'data/a b.txt' > 'counts/a b.txt'",
+            threads=2, tmpdir="/scratch/tmp", wait_for=("data/a b.txt", "data/$(touch x)"), latency_wait_s=5)),
+            direct=True),
     ),
     "gpu_1x1": Case(
         build_spec("finetune", {"gpus": 1, "runtime": 60, "slurm_partition": "gpu"}),
@@ -83,7 +95,7 @@ GPU_CASES = [name for name, case in CASES.items() if case.spec.uses_gpus]
 
 def render(name: str) -> str:
     case = CASES[name]
-    return render_batch_script(case.spec, case.paths, COMMAND, case.options)
+    return render_batch_script(case.spec, case.paths, case.command, case.options)
 
 
 # ---------------------------------------------------------------- what sbatch reads
@@ -182,7 +194,8 @@ def test_script_shape(name: str) -> None:
     lines = text.splitlines()
     assert lines[0] == "#!/bin/bash"
     # the inner Snakemake, then its exit status recorded and passed on as the script's own
-    assert lines[-4:-1] == [COMMAND, "rc=$?"] + [lines[-2]] and lines[-1] == "exit $rc"
+    command_lines = CASES[name].command.text.splitlines()
+    assert lines[-3 - len(command_lines):-1] == [*command_lines, "rc=$?", lines[-2]] and lines[-1] == "exit $rc"
     # sbatch stops reading #SBATCH lines at the first command: all of them must come before it
     first_command = next(i for i, line in enumerate(lines) if line.strip() and not line.startswith("#"))
     assert all(i < first_command for i, line in enumerate(lines) if line.startswith("#SBATCH"))

@@ -15,7 +15,7 @@ import pytest
 
 from fake_slurm import FakeSlurm
 from snakemake_executor_plugin_slurm_gpu import attach, slurm
-from snakemake_executor_plugin_slurm_gpu.batch_script import JobOptions
+from snakemake_executor_plugin_slurm_gpu.batch_script import JobOptions, StepCommand
 from snakemake_executor_plugin_slurm_gpu.executor import Executor, SubmitError
 from snakemake_executor_plugin_slurm_gpu.paths import StepPaths
 from snakemake_executor_plugin_slurm_gpu.settings import ExecutorSettings
@@ -41,7 +41,7 @@ def stand_in(root: Path, fake: FakeSlurm) -> SimpleNamespace:
                          options=JobOptions(), settings=ExecutorSettings(), _unknown_states=set(),
                          _state_base_checked=False)
     me._slurm = lambda argv, stdin=None: slurm.run(argv, timeout_s=30, runner=fake, stdin=stdin)
-    me._inner_command = lambda job, paths: "python -m snakemake --target-jobs 'train:' --mode remote"
+    me._step_command = lambda job, paths, spec: StepCommand("python -m snakemake --target-jobs 'train:' --mode remote")
     me._state_base = lambda: Executor._state_base(me)
     me._private_dir = lambda path: Executor._private_dir(me, path)
     me._write_script = lambda paths, job, text: Executor._write_script(me, paths, job, text)
@@ -168,3 +168,31 @@ def test_a_batch_script_that_says_it_ended_gets_slurm_asked_within_a_second(tmp_
     events.append(log, events.record("started", "train/all", "job", "9", nodes="n2", restart=1))
     me.tracker.read(log, "9", 1)
     assert me.tracker.ended_at("9") is None and not Executor._poll_due(me, jobs, 101.0)
+
+
+# ---------------------------------------------------------------- direct steps
+
+def direct_stand_in(root: Path, fake: FakeSlurm, prepare) -> SimpleNamespace:
+    me = stand_in(root, fake)
+    me._step_command = lambda job, paths, spec: StepCommand("/bin/bash -c 'wc -l a > b'", direct=True)
+    me._prepare_direct = prepare
+    return me
+
+
+def test_a_direct_step_has_its_outputs_prepared_before_it_is_submitted(workdir: Path, fake_slurm: FakeSlurm) -> None:
+    order: list[str] = []
+    fake_slurm.answer(["sbatch", "--parsable"], stdout="31\n")
+    me = direct_stand_in(workdir, fake_slurm, lambda job: order.append(f"prepared, sbatch calls: {len(fake_slurm.calls)}"))
+    Executor._submit(me, SimpleNamespace(attempt=1), build_spec("count", {}), StepPaths.of(workdir, "count", {}))
+    assert order == ["prepared, sbatch calls: 0"]
+    (script,) = StepPaths.of(workdir, "count", {}).script_dir.glob("*.sh")
+    assert "#SBATCH --no-requeue" in script.read_text() and "wc -l a > b" in script.read_text()
+
+
+def test_a_direct_step_whose_outputs_cannot_be_prepared_is_not_submitted(workdir: Path, fake_slurm: FakeSlurm) -> None:
+    def refuse(job):
+        raise RuntimeError("Write-protected output files for rule count: counts/a.txt")
+    me = direct_stand_in(workdir, fake_slurm, refuse)
+    with pytest.raises(SubmitError, match="could not prepare its outputs: Write-protected output files"):
+        Executor._submit(me, SimpleNamespace(attempt=1), build_spec("count", {}), StepPaths.of(workdir, "count", {}))
+    assert fake_slurm.calls == []
