@@ -2,7 +2,12 @@
 next to the official snakemake-executor-plugin-slurm (its defaults) and a bare sbatch + squeue loop
 with no workflow engine, on the same local cluster in the same run.
 
-    .venv/bin/python benchmarks/controller_load.py [--jobs 100] [--chain 10] [--only slurm-gpu,official,bare]
+    .venv/bin/python benchmarks/controller_load.py [--jobs 100] [--chain 10]
+        [--only slurm-gpu,slurm-gpu-job-side,official,bare]
+
+slurm-gpu runs these plain shell rules as direct steps (no job-side Snakemake); `slurm-gpu-job-side` is
+the same with --slurm-gpu-job-side-snakemake, i.e. a job-side Snakemake in every job as the official
+plugin has, to show what that costs.
 
 Scenarios: `independent` (N short jobs, `sleep 1`, all submitted at once) and `chain` (a chain of M such
 jobs, each needing the one before). For each mode it counts
@@ -15,9 +20,6 @@ end of its payload, a moment before Slurm's End) to Snakemake logging it finishe
 seconds) or, for the bare loop, to the loop seeing it leave the queue.
 
 Figures, not assertions. Writes benchmarks/results/controller_load.json and prints a table.
-
-Status: written at the end of a session and NOT yet run against the cluster (issue 4 is open); run and
-fix it before quoting any figure, then add it to `make bench`.
 """
 
 from __future__ import annotations
@@ -182,6 +184,8 @@ def measure(mode: str, scenario: str, n: int, base: Path) -> dict[str, object]:
     else:
         if mode == "slurm-gpu":
             snakemake, args = VENV_BIN / "snakemake", ["--executor", "slurm-gpu"]
+        elif mode == "slurm-gpu-job-side":
+            snakemake, args = VENV_BIN / "snakemake", ["--executor", "slurm-gpu", "--slurm-gpu-job-side-snakemake"]
         else:
             snakemake = OFFICIAL_BIN / "snakemake"
             args = ["--executor", "slurm", "--default-resources", "slurm_partition=debug", "slurm_account=root"]
@@ -223,7 +227,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--jobs", type=int, default=100)
     ap.add_argument("--chain", type=int, default=10)
-    ap.add_argument("--only", default="slurm-gpu,official,bare")
+    ap.add_argument("--only", default="slurm-gpu,slurm-gpu-job-side,official,bare")
     args = ap.parse_args()
     modes = args.only.split(",")
     base = Path(tempfile.mkdtemp(prefix="sg-controller-load-"))
@@ -273,8 +277,12 @@ def ratios(rows: list[dict[str, object]]) -> list[str]:
                 notes.append(
                     f"chain, per stage: payload end -> next submission {ours['payload_end_to_next_submit_s']} s "
                     f"(bare loop {bare['payload_end_to_next_submit_s']} s); submission -> payload end "
-                    f"{ours['submit_to_payload_end_s']} s (bare loop {bare['submit_to_payload_end_s']} s: no job-side "
-                    "Snakemake)")
+                    f"{ours['submit_to_payload_end_s']} s (bare loop {bare['submit_to_payload_end_s']} s)")
+        side = by.get((scenario, "slurm-gpu-job-side"))
+        if ours and side:
+            notes.append(f"{scenario}: with a job-side Snakemake in every job (--slurm-gpu-job-side-snakemake) the wall "
+                         f"time is {side['wall_s']} s, {side['wall_s'] / ours['wall_s']:.2f}x that of direct steps"
+                         + (f", {side['wall_s'] / bare['wall_s']:.2f}x the bare loop" if bare else ""))
     return notes
 
 
