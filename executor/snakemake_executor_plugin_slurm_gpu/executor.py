@@ -90,6 +90,8 @@ class Executor(RemoteExecutor):
         # a submission record was left behind (the Snakemake that wrote it did not see its verdict)
         self._orphans: dict[str, list[slurm.StepJob]] = {}
         self._accounting_warned = False
+        # steps whose last submission was direct (--no-requeue): Slurm will not requeue those itself
+        self._direct_steps: set[str] = set()
 
     # ------------------------------------------------------------ Slurm
     def _slurm(self, argv: Sequence[str], stdin: str | None = None) -> str:
@@ -336,6 +338,7 @@ class Executor(RemoteExecutor):
         record = attach.Submission(self._provenance_digest(job) if provenance is None else provenance, time.time())
         command = self._step_command(job, paths, spec)
         if command.direct:
+            self._direct_steps.add(paths.key)
             try:
                 self._prepare_direct(job)
             except Exception as e:  # noqa: BLE001 - Snakemake's WorkflowError, ProtectedOutputException, OSError
@@ -576,7 +579,8 @@ class Executor(RemoteExecutor):
                                        resumable=spec.resumable,
                                        checkpointed_for_requeue=spec.resumable and verdict is not None
                                        and verdict.outcome is Outcome.FAILED
-                                       and self._checkpointed_for_requeue(paths, job_info.external_jobid))
+                                       and self._checkpointed_for_requeue(paths, job_info.external_jobid),
+                                       requeueable=paths.key not in self._direct_steps)
             if action.act is Act.WAIT:
                 yield job_info
                 continue

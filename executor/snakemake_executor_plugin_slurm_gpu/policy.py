@@ -89,14 +89,15 @@ class JobWatch:
 
     def decide(self, job_id: str, verdict: Verdict | None, now: float,
                history: StepHistory | None = None, budgets: Budgets | None = None,
-               resumable: bool = False, checkpointed_for_requeue: bool = False) -> Action:
+               resumable: bool = False, checkpointed_for_requeue: bool = False,
+               requeueable: bool = True) -> Action:
         outcome = verdict.outcome if verdict is not None else None
         seen = self._seen.get(job_id)
         if seen is None or seen.outcome != outcome:
             seen = self._seen[job_id] = _Seen(outcome, now)
         held_for = now - seen.since
         action = decide(verdict, held_for, self.limits, history, budgets, resumable,
-                        checkpointed_for_requeue)
+                        checkpointed_for_requeue, requeueable)
         if action.act is not Act.WAIT:
             self._seen.pop(job_id, None)
         return action
@@ -107,9 +108,11 @@ class JobWatch:
 
 def decide(verdict: Verdict | None, held_for_s: float, limits: Limits, history: StepHistory | None = None,
            budgets: Budgets | None = None, resumable: bool = False,
-           checkpointed_for_requeue: bool = False) -> Action:
+           checkpointed_for_requeue: bool = False, requeueable: bool = True) -> Action:
     """The action for one job whose status has been `verdict` for `held_for_s` seconds.
     `resumable`: the step checkpoints (a GPU step), so a time-out is worth another attempt.
+    `requeueable`: Slurm may requeue the job itself (not submitted with --no-requeue), so a
+    preemption or node failure is waited on for a moment before the step is resubmitted.
     `checkpointed_for_requeue`: the job's training wrote a checkpoint on Slurm's requeue signal and
     stopped on purpose (its marker names this job), so a FAILED end is an interruption, not an error."""
     history = history or StepHistory()
@@ -133,7 +136,7 @@ def decide(verdict: Verdict | None, held_for_s: float, limits: Limits, history: 
                           f"Slurm holds the job ({verdict.detail}) until someone runs `scontrol release`; "
                           "it was cancelled so that it cannot start later beside a new attempt")
         case Outcome.INTERRUPTED:
-            if verdict.state in ("PREEMPTED", "NODE_FAIL") and held_for_s < limits.settle_s:
+            if verdict.state in ("PREEMPTED", "NODE_FAIL") and requeueable and held_for_s < limits.settle_s:
                 return Action(Act.WAIT)  # Slurm may still requeue it
             if verdict.state == "TIMEOUT":
                 if not resumable:

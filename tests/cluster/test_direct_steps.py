@@ -3,7 +3,12 @@ job-side Snakemake, with Snakemake's semantics kept (stale outputs removed befor
 a failed step's outputs removed after, the Snakefile's shell prefix, the thread variables); rules that
 need the job-side Snakemake, and every rule under --slurm-gpu-job-side-snakemake, keep it."""
 
-from conftest import snakemake, write_workflow
+import os
+import signal
+import subprocess
+from pathlib import Path
+
+from conftest import REPO, Background, slurm, snakemake, wait_for, write_workflow
 
 PIPELINE = '''
 shell.prefix("set -euo pipefail; export FROM_PREFIX=yes; ")
@@ -83,3 +88,58 @@ def test_the_job_side_snakemake_setting_runs_every_step_through_it(cluster, tmp_
     assert (workdir / "out/summary.txt").read_text() == "a threads=2 prefix=yes\nb c threads=2 prefix=yes\n"
     for rule in ("count", "summary", "by_python"):
         assert all(" -m snakemake " in script for script in scripts(workdir, rule))
+
+
+NODE_LOSS = '''
+rule all:
+    input: "out/a.txt"
+
+rule slow:
+    output: "out/a.txt"
+    resources: runtime=5
+    shell:
+        # appends: a run that found the first run's output still there would show it
+        "printf 'from-%s\\n' $SLURM_JOB_ID >> {output:q}; if [ ! -e go ]; then sleep 601; fi; echo done >> {output:q}"
+'''
+
+
+def _orphans() -> list[int]:
+    """The first run's command, left running on the node whose slurmd died (all nodes are this machine)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and (entry / "cmdline").read_bytes() == b"sleep\x00601\x00":
+                found.append(int(entry.name))
+        except OSError:
+            continue
+    return found
+
+
+def test_a_direct_step_on_a_node_that_dies_is_resubmitted_at_once_with_its_output_removed(cluster, tmp_path):
+    workdir = write_workflow(tmp_path / "wf", NODE_LOSS)
+    logs = workdir / ".snakemake/slurm-gpu/logs/slow/all"
+    bg = Background(workdir)
+    try:
+        (first,) = wait_for(lambda: [p.stem for p in logs.glob("*.log")] if logs.is_dir() else [], 60, "the job")
+        wait_for(lambda: (workdir / "out/a.txt").exists(), 60, "the command to start")
+        node = slurm("squeue", "--noheader", f"--jobs={first}", "--format=%N").strip()
+        (workdir / "go").touch()  # the next run goes straight through; this one sleeps on
+        os.kill(int(Path(f"/run/slurmd-{node}.pid").read_text().strip()), signal.SIGKILL)
+        wait_for(lambda: len(list(logs.glob("*.log"))) == 2, 120, "the step to be resubmitted")
+        for pid in _orphans():
+            os.kill(pid, signal.SIGKILL)
+        run = bg.wait(timeout_s=300)
+    finally:
+        bg.kill()
+        for pid in _orphans():
+            os.kill(pid, signal.SIGKILL)
+        subprocess.run(["bash", str(REPO / "cluster/up.sh")], capture_output=True)
+    assert run.returncode == 0, run.output
+    second = max((p.stem for p in logs.glob("*.log")), key=int)
+    # Snakemake removed the first run's output before the second began; nothing of the first run is in it
+    assert (workdir / "out/a.txt").read_text() == f"from-{second}\ndone\n"
+    assert "resubmitting (preemption 1 of" in run.output
+    # --no-requeue: Slurm ended the first job for good instead of rerunning its script over the output
+    states = slurm("sacct", "--noheader", "--parsable2", "-X", "--duplicates", f"--jobs={first}",
+                   "--format=State").split()
+    assert states == ["NODE_FAIL"], states

@@ -39,7 +39,7 @@ class Logger:
 def stand_in(root: Path, fake: FakeSlurm) -> SimpleNamespace:
     me = SimpleNamespace(root=root, _history={}, _live=set(), _live_lock=threading.Lock(), logger=Logger(),
                          options=JobOptions(), settings=ExecutorSettings(), _unknown_states=set(),
-                         _state_base_checked=False)
+                         _state_base_checked=False, _direct_steps=set())
     me._slurm = lambda argv, stdin=None: slurm.run(argv, timeout_s=30, runner=fake, stdin=stdin)
     me._step_command = lambda job, paths, spec: StepCommand("python -m snakemake --target-jobs 'train:' --mode remote")
     me._state_base = lambda: Executor._state_base(me)
@@ -187,6 +187,7 @@ def test_a_direct_step_has_its_outputs_prepared_before_it_is_submitted(workdir: 
     assert order == ["prepared, sbatch calls: 0"]
     (script,) = StepPaths.of(workdir, "count", {}).script_dir.glob("*.sh")
     assert "#SBATCH --no-requeue" in script.read_text() and "wc -l a > b" in script.read_text()
+    assert me._direct_steps == {"count/all"}  # Slurm will not requeue it: a preemption is final at once
 
 
 def test_a_direct_step_whose_outputs_cannot_be_prepared_is_not_submitted(workdir: Path, fake_slurm: FakeSlurm) -> None:

@@ -395,3 +395,14 @@ def test_action_is_frozen() -> None:
         Action(Act.WAIT).act = Act.FAIL  # type: ignore[misc]
     with pytest.raises(AttributeError):
         Budgets().timeouts = 5  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("state", ["PREEMPTED", "NODE_FAIL"])
+def test_a_job_slurm_may_not_requeue_is_resubmitted_without_waiting_for_slurm(state: str) -> None:
+    # a direct step goes in with --no-requeue: its preempted or node-failed job is final at once
+    waited = decide(verdict(state), 0, LIMITS, StepHistory(), BUDGETS, resumable=False)
+    assert waited.act is Act.WAIT
+    now = decide(verdict(state), 0, LIMITS, StepHistory(), BUDGETS, resumable=False, requeueable=False)
+    assert (now.act, now.stop) == (Act.RESUBMIT, Stop.PREEMPTION)
+    watch = JobWatch(LIMITS)
+    assert watch.decide("7", verdict(state), 100.0, StepHistory(), BUDGETS, requeueable=False).act is Act.RESUBMIT
