@@ -76,7 +76,10 @@ def direct_shell(job: Any, shell: Any, latency_wait_s: int, system_tmpdir: str |
     Snakemake's shell class, holding the executable, prefix and suffix the Snakefile chose."""
     if why_not_direct(job) is not None:
         return None
-    command = job.shellcmd  # Snakemake's own formatting (RuleException if it cannot be formatted)
+    try:
+        command = job.shellcmd  # Snakemake's own formatting
+    except Exception:  # noqa: BLE001 - RuleException and whatever a params function raises
+        return None  # the job-side Snakemake formats it again and reports the error in the job
     executable = shell.get_executable() or "/bin/sh"
     full = " ".join((shell._get_process_prefix(executable), command, shell._process_suffix)).strip()
     if len(full.encode()) > MAX_COMMAND_BYTES:

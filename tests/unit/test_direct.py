@@ -91,6 +91,14 @@ def test_only_a_tmpdir_the_rule_chose_is_passed_on() -> None:
                                system_tmpdir="/tmp").tmpdir == "/scratch/me"
 
 
+def test_a_command_snakemake_cannot_format_is_left_to_the_job_side_snakemake() -> None:
+    class Unformattable(SimpleNamespace):
+        @property
+        def shellcmd(self) -> str:
+            raise KeyError("config key 'seed' not found")
+    assert direct.direct_shell(Unformattable(**vars(job())), Shell(), 5) is None
+
+
 def test_a_command_too_long_for_one_argument_is_left_to_the_job_side_snakemake() -> None:
     long = "echo " + "x" * direct.MAX_COMMAND_BYTES
     assert direct.direct_shell(job(shellcmd=long), Shell(), 5) is None
