@@ -131,6 +131,28 @@ def test_received_is_one_object_until_reset() -> None:
     assert (got.requeue, got.terminate, got.names) == (False, False, [])
 
 
+def test_reclaim_puts_the_recording_handlers_back_over_a_frameworks_own() -> None:
+    signals.install()
+
+    def frameworks(signum: int, frame: object) -> None:  # e.g. Lightning's SIGTERM handler
+        frameworks.calls.append(signum)  # type: ignore[attr-defined]
+
+    frameworks.calls = []  # type: ignore[attr-defined]
+    signal.signal(signal.SIGTERM, frameworks)
+    assert signals.reclaim() is True
+    assert signal.getsignal(signal.SIGTERM) is signals._record
+    assert signal.getsignal(signal.SIGUSR1) is signals._record
+    deliver(signal.SIGTERM, until=terminated)
+    assert frameworks.calls == []  # type: ignore[attr-defined]
+    assert signals.reclaim() is False  # nothing left to put back
+
+
+def test_reclaim_before_install_takes_nothing_over() -> None:
+    before = signal.getsignal(signal.SIGTERM)
+    assert signals.reclaim() is False
+    assert signal.getsignal(signal.SIGTERM) is before
+
+
 def test_install_is_idempotent() -> None:
     signals.install()
     deliver(signal.SIGUSR1, until=requeued)

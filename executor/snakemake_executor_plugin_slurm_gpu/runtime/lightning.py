@@ -84,7 +84,11 @@ class Resumable(pl.Callback):
         if trainer.is_global_zero and self.interrupted is None:
             events.emit("training_done", global_step=trainer.global_step)
 
+    def on_sanity_check_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        signals.reclaim()  # the trainer has just put its signal handlers in (signals.reclaim says why)
+
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        signals.reclaim()
         self._last_save = time.monotonic()
         if trainer.is_global_zero:
             (self.directory / checkpoints.INTERRUPTED_MARKER).unlink(missing_ok=True)

@@ -64,6 +64,25 @@ def install() -> None:
         atexit.register(_ignore_requeue_signal_at_exit)
 
 
+def reclaim() -> bool:
+    """Put the recording handlers back after a framework replaced them. Lightning's trainer wraps
+    ours in its own SIGTERM handler at fit(), and since 2.5.2 that handler runs `dist.broadcast`
+    inside the signal handler: when Slurm's SIGTERM lands while rank 0 is asking for the requeue and
+    the other ranks have already exited, the collective fails or hangs there, and rank 0 dies
+    before it writes the interrupted marker. Returns whether anything had to be put back."""
+    if _owner_pid != os.getpid():
+        return False
+    changed = False
+    for signum in (requeue_signal(), signal.SIGTERM):
+        try:
+            if signal.getsignal(signum) is not _record:
+                signal.signal(signum, _record)
+                changed = True
+        except (ValueError, OSError):  # not the main thread: leave them be
+            return changed
+    return changed
+
+
 def _ignore_requeue_signal_at_exit() -> None:
     # Interpreter shutdown puts Python-level handlers back to the default, and the default action
     # of SIGUSR1 is to terminate: a time-limit warning arriving after training finished would kill
