@@ -12,8 +12,8 @@ after every requeue, with the same id). A run ends at whichever comes first of
   - `completed` / `failed` / `watchdog` of its job (the executor's verdict),
   - the next `started` of the same job (Slurm requeued it) or any record of a newer job (`submitted`,
     `resubmitted`, `started`): without an `interrupted` this is a *hard stop* (node failure, kill,
-    time limit without a signal). When the executor saw the job pending again after the run's last
-    sign of life, the hard stop is dated at that `pending` record instead.
+    time limit without a signal). When the executor saw the job back in the queue (`requeued`), or
+    pending again after the run's last sign of life, the hard stop is dated at that record instead.
 A run with none of these yet is still going.
 
 Lost to preemption, for every run that ended by a signalled or hard stop:
@@ -207,6 +207,14 @@ def _analyse(events: Iterable[Any], step: str | None = None) -> _Step:
             current = s.open_run()
             if current is not None and current.pending_since is None and job is not None \
                     and current.job_id == job and ts - current.last_seen >= PENDING_AFTER_RUN_S:
+                current.pending_since = ts
+        elif kind == "requeued":
+            # the executor saw this job run and then queued again: a stop for certain, however soon
+            # after the run's last record (a requeue right after a checkpoint). Measured from the
+            # run's start, so that a record written just after the job's next start ends nothing.
+            current = s.open_run()
+            if current is not None and current.pending_since is None and job is not None \
+                    and current.job_id == job and ts - current.start >= PENDING_AFTER_RUN_S:
                 current.pending_since = ts
         elif kind == "started":
             s.note_job(job)

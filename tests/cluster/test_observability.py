@@ -31,6 +31,11 @@ def subsequence_positions(kinds: list[str], wanted: list[str]) -> list[int]:
     return positions
 
 
+def queue_sightings(workdir: Path) -> list[dict]:
+    """The executor's records of the training job back in the queue."""
+    return [e for e in events.read(workdir / EVENT_LOG) if e["event"] == "requeued" and e["source"] == "executor"]
+
+
 def test_event_log_console_status_and_timeline_of_a_signalled_preemption_and_a_hard_stop(cluster, tmp_path):
     workdir = copy_workflow("train-eval", tmp_path)
     bg = Background(workdir, "--config", "max_steps=400", env={"TRAIN_STEP_SLEEP_S": "0.1"})
@@ -48,8 +53,17 @@ def test_event_log_console_status_and_timeline_of_a_signalled_preemption_and_a_h
         assert resumed_once(), "training did not resume after the preemption"
         first_resume = resumed_once()[0]["from_step"]
         running_train_job(workdir, min_checkpoint_step=first_resume + 50)
-        # 2. hard stop: requeued without a signal, so no checkpoint at the stop
+        # 2. hard stop: requeued without a signal, so no checkpoint at the stop. Only the executor's
+        # poll can date a hard stop (nothing in the job writes at a SIGTERM), and Slurm may start the
+        # job again within one poll interval; an admin hold keeps it queued until the executor saw it.
+        seen_before = len(queue_sightings(workdir))
         slurm("scontrol", "requeue", job)
+        slurm("scontrol", "hold", job)
+        deadline = time.monotonic() + 60
+        while len(queue_sightings(workdir)) == seen_before and time.monotonic() < deadline:
+            time.sleep(0.5)
+        slurm("scontrol", "release", job)
+        assert len(queue_sightings(workdir)) > seen_before, "the executor never saw the job queued again"
         run = bg.wait()
     finally:
         bg.kill()

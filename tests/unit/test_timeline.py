@@ -223,6 +223,26 @@ def test_a_pending_record_racing_the_jobs_start_does_not_end_the_run() -> None:
     assert (s.state, s.preemptions) == ("running", 0)
 
 
+def test_a_requeue_the_executor_saw_right_after_a_checkpoint_dates_the_hard_stop() -> None:
+    # `scontrol requeue` a second after a checkpoint, seen at the next poll: too soon after the run's
+    # last record for a bare `pending` to count, but `requeued` says the job left its nodes
+    log = [ev(0, "submitted"), ev(10, "started", nodes="n[1-2]", restart=0), ev(100, "checkpoint", global_step=100),
+           ev(102, "requeued", state="PENDING"), ev(102.01, "pending", reason="JobHeldAdmin"),
+           ev(130, "started", nodes="n[1-2]", restart=1)]
+    model = build_timeline({"train/all": log}, now=T0 + 200)
+    assert [(r.start, r.end, r.ended) for r in model.bars[0].runs] == [(10.0, 102.0, "hard-stop"),
+                                                                     (130.0, 200.0, "running")]
+    assert model.bars[0].waits == [Wait(0.0, 10.0, ""), Wait(102.0, 130.0, "JobHeldAdmin")]
+
+
+def test_a_requeue_record_written_just_after_the_jobs_next_start_ends_nothing() -> None:
+    # the poll saw the job pending; it started before the executor wrote what it saw
+    log = [ev(0, "submitted"), ev(10, "started", nodes="n1", restart=0), ev(100, "checkpoint", global_step=100),
+           ev(130.0, "started", nodes="n1", restart=1), ev(130.1, "requeued", state="PENDING")]
+    runs = build_timeline({"train/all": log}, now=T0 + 200).bars[0].runs
+    assert [(r.start, r.end, r.ended) for r in runs] == [(10.0, 130.0, "hard-stop"), (130.0, 200.0, "running")]
+
+
 def test_the_jobs_start_logged_before_the_executors_submitted_record_is_not_a_new_job() -> None:
     log = [ev(10.000, "started", nodes="c1", restart=0), ev(10.004, "submitted", attempt=1),
            ev(50, "completed", state="COMPLETED")]
