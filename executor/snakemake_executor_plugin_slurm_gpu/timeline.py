@@ -34,7 +34,7 @@ import math
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 STATES = ("pending", "running", "completed", "failed", "interrupted", "unknown")
 RUN_ENDS = ("completed", "failed", "signalled", "hard-stop", "running")
@@ -204,18 +204,12 @@ def _analyse(events: Iterable[Any], step: str | None = None) -> _Step:
                                      + (f" ({cause})" if cause else "")))
         elif kind == "pending":
             s.pending.append((ts, job, _text(e.get("reason")) or ""))
-            current = s.open_run()
-            if current is not None and current.pending_since is None and job is not None \
-                    and current.job_id == job and ts - current.last_seen >= PENDING_AFTER_RUN_S:
-                current.pending_since = ts
+            _queued_again(s, job, ts, since=lambda run: run.last_seen)
         elif kind == "requeued":
             # the executor saw this job run and then queued again: a stop for certain, however soon
             # after the run's last record (a requeue right after a checkpoint). Measured from the
             # run's start, so that a record written just after the job's next start ends nothing.
-            current = s.open_run()
-            if current is not None and current.pending_since is None and job is not None \
-                    and current.job_id == job and ts - current.start >= PENDING_AFTER_RUN_S:
-                current.pending_since = ts
+            _queued_again(s, job, ts, since=lambda run: run.start)
         elif kind == "started":
             s.note_job(job)
             current = s.open_run()
@@ -240,6 +234,15 @@ def _analyse(events: Iterable[Any], step: str | None = None) -> _Step:
     if current is not None and current.pending_since is not None:
         current.end = current.pending_since  # back in the queue since: Slurm requeued it after a hard stop
     return s
+
+
+def _queued_again(s: _Step, job: str | None, ts: float, since: Callable[[_Run], float]) -> None:
+    """The executor saw `job` in the queue at `ts`: when that is PENDING_AFTER_RUN_S or more after
+    `since` of its open run, the run stopped there (unless an earlier record already said so)."""
+    current = s.open_run()
+    if current is not None and current.pending_since is None and job is not None \
+            and current.job_id == job and ts - since(current) >= PENDING_AFTER_RUN_S:
+        current.pending_since = ts
 
 
 def _rank_event(s: _Step, ts: float, kind: str, job: str | None, e: Mapping[str, Any]) -> None:

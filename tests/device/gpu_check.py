@@ -17,6 +17,7 @@ Prints one line per check and a JSON summary; exit status 0 only if every check 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import re
@@ -110,19 +111,10 @@ def data(tmp: Path) -> Path:
     return tmp / "train.npz"
 
 
-def check_lightning(tmp: Path) -> dict:
-    env = {**slurm_env(tmp, 29512), "TRAIN_STEP_SLEEP_S": "0.004"}
-    argv = [sys.executable, str(REPO / "workflows/train-eval/scripts/train.py"), "--data", str(data(tmp)),
-            "--out", str(tmp / "model.pt"), "--max-steps", "1500", "--checkpoint-every", "200"]
-    result = interrupted_then_resumed(tmp, argv, env, r"global_step=500 ", cwd=tmp)
-    result["model_written"] = (tmp / "model.pt").exists()
-    result["ok"] = result["ok"] and result["model_written"]
-    return result
-
-
-def check_plain_torch(tmp: Path) -> dict:
-    env = {**slurm_env(tmp, 29513), "TRAIN_STEP_SLEEP_S": "0.004"}
-    argv = [sys.executable, str(REPO / "workflows/plain-torch/scripts/train.py"), "--data", str(data(tmp)),
+def check_example(workflow: str, port: int, tmp: Path) -> dict:
+    """An example's train.py stopped by SIGUSR1 at step 500, then run again to the end."""
+    env = {**slurm_env(tmp, port), "TRAIN_STEP_SLEEP_S": "0.004"}
+    argv = [sys.executable, str(REPO / f"workflows/{workflow}/scripts/train.py"), "--data", str(data(tmp)),
             "--out", str(tmp / "model.pt"), "--max-steps", "1500", "--checkpoint-every", "200"]
     result = interrupted_then_resumed(tmp, argv, env, r"global_step=500 ", cwd=tmp)
     result["model_written"] = (tmp / "model.pt").exists()
@@ -137,8 +129,9 @@ def main() -> int:
     import torch  # here, not at import: the module docstring is read without a GPU
     summary: dict = {"torch": torch.__version__, "cuda": torch.cuda.is_available(),
                      "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
-    for name, check in (("nccl_agree", check_nccl_agree), ("lightning", check_lightning),
-                        ("plain_torch", check_plain_torch)):
+    for name, check in (("nccl_agree", check_nccl_agree),
+                        ("lightning", functools.partial(check_example, "train-eval", 29512)),
+                        ("plain_torch", functools.partial(check_example, "plain-torch", 29513))):
         with tempfile.TemporaryDirectory(prefix=f"gpu-check-{name}-") as tmp:
             started = time.monotonic()
             try:
