@@ -92,22 +92,30 @@ def render_directives(spec: StepSpec, paths: StepPaths, options: JobOptions, dir
         _directive("--open-mode", "append"),
         _directive("--chdir", paths.root),
         _directive("--export", "ALL"),
-        _directive("--nodes", spec.nodes),
-        _directive("--ntasks-per-node", spec.tasks_per_node),
     ]
+    if spec.pin_nodes:
+        lines.append(_directive("--nodes", spec.nodes))
+    if spec.ntasks is not None:
+        lines.append(_directive("--ntasks", spec.ntasks))
+    else:
+        lines.append(_directive("--ntasks-per-node", spec.tasks_per_node))
     if spec.gpus_per_node:
         # per node, not per task: with --gpus-per-task every rank sees one device and Lightning
         # miscounts the devices of the node
         gpus = f"{spec.gpu_model}:{spec.gpus_per_node}" if spec.gpu_model else spec.gpus_per_node
         lines.append(_directive("--gpus-per-node", gpus))
-    lines.append(_directive("--cpus-per-task", spec.cpus_per_task))
+    if spec.gres:
+        # one flag: sbatch keeps only the last --gres it reads
+        lines.append(_directive("--gres", ",".join(spec.gres)))
+    if spec.cpus_per_task:
+        lines.append(_directive("--cpus-per-task", spec.cpus_per_task))
     if spec.mem_mb_per_cpu is not None:
         lines.append(_directive("--mem-per-cpu", spec.mem_mb_per_cpu))
     elif spec.mem_mb is not None:
         lines.append(_directive("--mem", spec.mem_mb))
     for flag, value in (("--time", spec.time_min), ("--partition", spec.partition),
                         ("--account", spec.account), ("--constraint", spec.constraint),
-                        ("--qos", spec.qos)):
+                        ("--qos", spec.qos), ("--clusters", spec.clusters)):
         if value is not None:
             lines.append(_directive(flag, value))
     if spec.signal:

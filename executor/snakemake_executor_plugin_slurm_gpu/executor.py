@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import os
 import shlex
@@ -19,7 +20,7 @@ from snakemake_interface_executor_plugins.jobs import JobExecutorInterface
 from snakemake_interface_executor_plugins.settings import SharedFSUsage
 from snakemake_interface_executor_plugins.utils import encode_target_jobs_cli_args
 
-from . import allocation, attach, checkpoints, direct, events, logs, private, slurm, watchdog
+from . import allocation, attach, checkpoints, direct, events, logs, private, resources, slurm, submit_env, watchdog
 from .batch_script import JobOptions, StepCommand, inner_command_line, render_batch_script
 from .paths import STATE_DIR, StepPaths
 from .policy import Act, Budgets, JobWatch, Limits, StepHistory, Stop
@@ -62,7 +63,6 @@ class Executor(RemoteExecutor):
         self.watch = JobWatch(Limits(missing_s=self.settings.missing_job_timeout_s))
         self.budgets = Budgets(preemptions=self.settings.max_preemptions, timeouts=self.settings.max_timeouts)
         self._history: dict[str, StepHistory] = {}
-        self._cluster: ClusterInfo | None = None
         self._preflight_done = False
         # every submitted job until its verdict is reported: Snakemake's own active_jobs list is
         # empty while a status check runs, and a Ctrl-C then would cancel nothing
@@ -92,10 +92,41 @@ class Executor(RemoteExecutor):
         self._accounting_warned = False
         # steps whose last submission was direct (--no-requeue): Slurm will not requeue those itself
         self._direct_steps: set[str] = set()
+        self._clusters: dict[str | None, ClusterInfo] = {}
+        self._said: set[str] = set()  # warnings given once per run
+        self._environment = self._slurm_environment()
 
     # ------------------------------------------------------------ Slurm
     def _slurm(self, argv: Sequence[str], stdin: str | None = None) -> str:
-        return slurm.run(argv, timeout_s=self.settings.slurm_timeout_s, stdin=stdin)
+        env = self._environment
+        if stdin is not None and argv[0] == "sbatch":
+            env = self._sbatch_environment(stdin)
+        return slurm.run(argv, timeout_s=self.settings.slurm_timeout_s, stdin=stdin,
+                         runner=functools.partial(slurm.run_subprocess, env=env))
+
+    def _say_once(self, key: str, message: str) -> None:
+        if key not in self._said:
+            self._said.add(key)
+            self.logger.warning(message)
+
+    def _slurm_environment(self) -> dict[str, str]:
+        """Slurm commands run without the SLURM_* of a job Snakemake itself runs in (submit_env.py)."""
+        leaked = [] if self.allocation is not None else submit_env.outer_job_variables(os.environ)
+        if leaked:
+            self._say_once("outer-job", f"slurm-gpu: Snakemake runs inside Slurm job {submit_env.outer_job(os.environ)}; "
+                           f"its {len(leaked)} SLURM_* variables are not passed on to the steps' jobs (they would "
+                           "take that job's memory, task and CPU settings for their own)")
+        return submit_env.without(os.environ, leaked)
+
+    def _sbatch_environment(self, script: str) -> dict[str, str]:
+        """sbatch without the SBATCH_* variables that would override a line of this script."""
+        overriding = submit_env.overriding(self._environment, script)
+        if overriding:
+            self._say_once("sbatch-env:" + ",".join(overriding),
+                           f"slurm-gpu: {', '.join(overriding)} set in the environment would override the batch "
+                           "script's own #SBATCH lines (sbatch takes variables over the script); they are not "
+                           "passed to sbatch. HINT: use rule resources or slurm_extra instead, or unset them")
+        return submit_env.without(self._environment, overriding)
 
     def _say_retry(self, message: str, wait: float) -> None:
         self.logger.warning(f"slurm-gpu: Slurm is busy or unreachable, retrying in {wait:g} s: {message}")
@@ -113,31 +144,68 @@ class Executor(RemoteExecutor):
                 self._say_retry(str(e), wait)
                 time.sleep(wait)
 
-    def _cluster_info(self) -> ClusterInfo:
-        """Partitions and their GPUs per node: asked once per run."""
-        if self._cluster is None:
+    def _cluster_info(self, clusters: str | None = None) -> ClusterInfo:
+        """Partitions and their GPUs per node: asked once per run (and per named cluster)."""
+        if clusters not in self._clusters:
             try:
-                gpus, default = slurm.parse_sinfo(self._slurm_retrying(slurm.sinfo_argv()))
+                gpus, default = slurm.parse_sinfo(self._slurm_retrying(slurm.sinfo_argv(clusters)))
             except slurm.SlurmError as e:
                 raise WorkflowError(f"slurm-gpu could not ask Slurm for its partitions: {e}") from None
-            self._cluster = ClusterInfo(gpus, default)
-        return self._cluster
+            self._clusters[clusters] = ClusterInfo(gpus, default)
+        return self._clusters[clusters]
 
     # ------------------------------------------------------------ pre-flight
-    def _spec(self, job: JobExecutorInterface) -> StepSpec:
-        spec = build_spec(job.name, dict(job.resources.items()), job.threads,
+    def _spec(self, job: JobExecutorInterface, known_only: bool = False) -> StepSpec:
+        """The step's StepSpec. `known_only` (pre-flight): resources Snakemake can only compute once
+        the step's inputs exist are left for the check at submission."""
+        given = dict(job.resources.items())
+        # Snakemake's own (tmpdir) stay unknown on this side for good: the job-side Snakemake has them
+        unknown = [name for name in resources.unknown_names(given) if name in resources.SLURM_RESOURCES]
+        if unknown and not known_only:
+            raise ResourceError(job.name, unknown[0], "is still unknown ('<TBD>') at submission",
+                                "make it a value or a function of the step's inputs that Snakemake can evaluate")
+        given = resources.known(given)
+        spec = build_spec(job.name, given, job.threads,
                           requeue_signal=self.settings.requeue_signal, signal_lead_s=self.settings.signal_lead_s)
+        self._note_resources(job.name, given)
         if not job.is_group():
-            shell = getattr(job.rule, "shellcmd", None)
+            shell = self._shell_command(job)
             check_launch(spec, shell)
             warning = launch_warning(spec, shell)
             if warning and job.name not in self._warned_rules:
                 self._warned_rules.add(job.name)
                 self.logger.warning(f"slurm-gpu: {warning}")
-        check_capacity(spec, self._cluster_info())
+        cluster = self._cluster_info(spec.clusters)
+        check_capacity(spec, cluster)
+        if spec.partition is None and cluster.default_partition is None:
+            self._say_once("no-partition", "slurm-gpu: the cluster has no default partition and some rules name none "
+                           "(slurm_partition): they are submitted without --partition, for the site's routing to place")
+        if spec.clusters:
+            self.status.clusters = "all"
         if self.allocation is not None:
             allocation.check_fits(spec, self.allocation)
         return spec
+
+    @staticmethod
+    def _shell_command(job: JobExecutorInterface) -> str | None:
+        """The rule's command as the job will run it ({resources.mpi} filled in), else its template."""
+        try:
+            command = job.shellcmd
+        except Exception:  # noqa: BLE001 - inputs not there yet, a params function failing
+            command = None
+        return command or getattr(job.rule, "shellcmd", None)
+
+    def _note_resources(self, rule: str, given: dict[str, object]) -> None:
+        """Resource names that look misspelt, and what Slurm has no request for: said once per rule."""
+        for name in given:
+            meant = resources.misspelt(name)
+            if meant is not None:
+                self._say_once(f"misspelt:{rule}:{name}", f"slurm-gpu: rule '{rule}': resource '{name}' is not read by "
+                               f"slurm-gpu; did you mean '{meant}'? (It is passed to nobody as it stands.)")
+        if given.get("gpu_manufacturer"):
+            self._say_once(f"maker:{rule}", f"slurm-gpu: rule '{rule}': Slurm cannot be asked for a GPU maker, so "
+                           "resource 'gpu_manufacturer' is not submitted. HINT: use gpu_model (the type in gres.conf) "
+                           "or a constraint")
 
     @staticmethod
     def _check_targets(job: JobExecutorInterface) -> None:
@@ -164,7 +232,7 @@ class Executor(RemoteExecutor):
                 continue
             seen.add(key)
             try:
-                self._spec(job)
+                self._spec(job, known_only=True)
             except ResourceError as e:
                 errors.append(str(e))
         if errors:
@@ -177,7 +245,7 @@ class Executor(RemoteExecutor):
         Snakemake's per-run temporary directories differ from run to run), and stop before submitting
         anything."""
         for job in jobs:
-            paths, spec = self._paths(job), self._spec(job)
+            paths, spec = self._paths(job), self._spec(job, known_only=True)
             text = render_batch_script(spec, paths, self._step_command(job, paths, spec), self.options)
             print(f"{EXPLAIN_MARK} step {paths.key} (rule {job.name}) {'=' * 20}\n{text}", end="", flush=True)
         raise WorkflowError(f"slurm-gpu: explain: printed the batch scripts of {len(jobs)} step(s) above; "
@@ -199,7 +267,7 @@ class Executor(RemoteExecutor):
         if not attach.any_records(records):
             return
         try:
-            listing = slurm.parse_step_jobs(self._slurm_retrying(slurm.squeue_steps_argv()))
+            listing = slurm.parse_step_jobs(self._slurm_retrying(slurm.squeue_steps_argv(self.status.clusters)))
         except slurm.SlurmError as e:
             # submitting blind could start a second copy of a step that still runs
             raise WorkflowError(f"slurm-gpu: an earlier run in this directory left steps whose Slurm jobs may "
@@ -237,26 +305,30 @@ class Executor(RemoteExecutor):
 
     # ------------------------------------------------------------ submission
     def _paths(self, job: JobExecutorInterface) -> StepPaths:
-        wildcards = {} if job.is_group() else dict(job.wildcards.items())
-        return StepPaths.of(self.root, job.name, wildcards, self.settings.checkpoint_root)
+        if job.is_group():
+            # each group job is its own step: the jobs of one group over a wildcard share its name
+            members = [(t.rulename, dict(t.wildcards_dict)) for t in job.get_target_spec()]
+            return StepPaths.of_group(self.root, job.name, members, self.settings.checkpoint_root)
+        return StepPaths.of(self.root, job.name, dict(job.wildcards.items()), self.settings.checkpoint_root)
 
     def _step_command(self, job: JobExecutorInterface, paths: StepPaths, spec: StepSpec) -> StepCommand:
         """What the step's batch script runs: a plain shell rule's own command (direct.py), unless the
-        step is resumable or the user asked for the job-side Snakemake everywhere."""
-        if not (spec.resumable or self.settings.job_side_snakemake):
+        step is resumable, asks for more threads than CPUs (the job-side Snakemake caps {threads} at
+        the CPUs Slurm gives), or the user asked for the job-side Snakemake everywhere."""
+        if not (spec.resumable or self.settings.job_side_snakemake or job.threads > spec.cores):
             from snakemake.shell import shell  # Snakemake itself: loaded already when a run gets here
 
             command = direct.direct_shell(job, shell, self.workflow.execution_settings.latency_wait)
             if command is not None:
                 return StepCommand(direct.render(command), direct=True)
-        return StepCommand(self._inner_command(job, paths))
+        return StepCommand(self._inner_command(job, paths, spec))
 
     def _prepare_direct(self, job: JobExecutorInterface) -> None:
         """What the job-side Snakemake would do before a direct step's command: remove stale outputs,
         make the output and log directories, wait for the inputs (Snakemake's own Job.prepare())."""
         self.workflow.async_run(job.prepare())
 
-    def _inner_command(self, job: JobExecutorInterface, paths: StepPaths) -> str:
+    def _inner_command(self, job: JobExecutorInterface, paths: StepPaths, spec: StepSpec) -> str:
         """The job-side Snakemake call. Built word by word and quoted with shlex: Snakemake's own
         formatting uses repr(), which lets a wildcard like a'$(cmd) reach the shell."""
         words = [self.get_python_executable(), "-m", "snakemake", "--snakefile", str(self.get_snakefile()),
@@ -266,7 +338,8 @@ class Executor(RemoteExecutor):
             words += ["--local-groupid", str(job.jobid)]
         else:
             words += ["--force-use-threads"]
-        words += ["--cores", str(self.cores), "--attempt", str(job.attempt)]
+        # the CPUs Slurm gives the job, not "all" (the node's hardware count, which is not ours)
+        words += ["--cores", str(spec.cores), "--attempt", str(job.attempt)]
         temp_files = list(self.workflow.dag.get_unneeded_temp_files(job))
         if temp_files:
             words += ["--unneeded-temp-files", *temp_files]
@@ -434,7 +507,9 @@ class Executor(RemoteExecutor):
         try:
             spec = self._spec(job)
         except ResourceError as e:
-            raise WorkflowError(str(e)) from None
+            # resources known only now (functions of the inputs) are checked only now
+            self.report_job_error(SubmittedJobInfo(job), msg=f"slurm-gpu: not submitted: {e}")
+            return
         try:
             self._check_targets(job)
         except WildcardError as e:
@@ -738,7 +813,7 @@ class Executor(RemoteExecutor):
         if not job_ids:
             return
         try:
-            self._slurm(slurm.scancel_argv(job_ids))
+            self._slurm(slurm.scancel_argv(job_ids, self.status.clusters))
         except slurm.SlurmError as e:
             self.logger.warning(f"slurm-gpu: could not cancel Slurm jobs {', '.join(job_ids)}: {e}")
 

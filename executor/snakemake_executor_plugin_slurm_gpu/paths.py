@@ -57,6 +57,19 @@ class StepPaths:
            checkpoint_root: Path | None = None) -> "StepPaths":
         return cls(Path(root).absolute(), safe_name(rule), wildcards_name(wildcards), checkpoint_root)
 
+    @classmethod
+    def of_group(cls, root: Path, name: str, members: list[tuple[str, Mapping[str, object]]],
+                 checkpoint_root: Path | None = None) -> "StepPaths":
+        """A group job's paths: the group's name, and its members' wildcards with a hash of every
+        member (rule and wildcards), since the jobs of one group over a wildcard share the name."""
+        exact = sorted((rule, sorted((str(k), str(v)) for k, v in wildcards.items())) for rule, wildcards in members)
+        merged: dict[str, object] = {}
+        for _, wildcards in exact:
+            merged.update(wildcards)
+        readable = wildcards_name(merged) if merged else "group"
+        return cls(Path(root).absolute(), safe_name(name),
+                   safe_name(readable, identity=json.dumps(exact), force_hash=True), checkpoint_root)
+
     @property
     def state_dir(self) -> Path:
         return self.root / STATE_DIR

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 import subprocess
 from dataclasses import dataclass
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Iterable, Mapping, Sequence
 
 # Messages that mean "try again later": the controller or the accounting daemon is busy or away.
 _TRANSIENT = re.compile(
@@ -43,12 +43,15 @@ class Completed:
     stderr: str
 
 
-def run_subprocess(argv: Sequence[str], timeout_s: float, stdin: str | None = None) -> Completed:
+def run_subprocess(argv: Sequence[str], timeout_s: float, stdin: str | None = None,
+                   env: Mapping[str, str] | None = None) -> Completed:
     """Run argv (never through a shell) and return what it printed. Bytes that are not UTF-8 (a
-    node name or reason in another encoding) are replaced, never an exception."""
+    node name or reason in another encoding) are replaced, never an exception. `env`: the whole
+    environment (submit_env.py), else this process's."""
     proc = subprocess.run(list(argv), capture_output=True, timeout=timeout_s, check=False,
                           input=stdin.encode() if stdin is not None else None,
-                          stdin=subprocess.DEVNULL if stdin is None else None)
+                          stdin=subprocess.DEVNULL if stdin is None else None,
+                          env=dict(env) if env is not None else None)
     return Completed(proc.returncode, _text(proc.stdout), _text(proc.stderr))
 
 
@@ -109,16 +112,22 @@ class JobRecord:
 _SQUEUE_FIELDS = "%i|%T|%r|%N"
 
 
-def squeue_argv(job_ids: Iterable[str]) -> list[str]:
+def _on(clusters: str | None) -> list[str]:
+    """--clusters for every call once a step was sent to another cluster (multi-cluster sites):
+    'all', since job ids are looked up without knowing whose they are."""
+    return [f"--clusters={clusters}"] if clusters else []
+
+
+def squeue_argv(job_ids: Iterable[str], clusters: str | None = None) -> list[str]:
     # --states=all: finished jobs stay visible until MinJobAge, which spares most sacct calls
-    return ["squeue", "--noheader", "--states=all", f"--jobs={','.join(job_ids)}",
+    return ["squeue", "--noheader", "--states=all", *_on(clusters), f"--jobs={','.join(job_ids)}",
             f"--format={_SQUEUE_FIELDS}"]
 
 
-def squeue_mine_argv() -> list[str]:
+def squeue_mine_argv(clusters: str | None = None) -> list[str]:
     # every job of this user: one listing whatever the number of ids (an id list of 10,000s of jobs
     # would pass the kernel's limit on one argument; squeue loads all jobs and filters anyway)
-    return ["squeue", "--noheader", "--states=all", "--me", f"--format={_SQUEUE_FIELDS}"]
+    return ["squeue", "--noheader", "--states=all", "--me", *_on(clusters), f"--format={_SQUEUE_FIELDS}"]
 
 
 def is_no_such_job(error: SlurmError) -> bool:
@@ -161,10 +170,10 @@ def parse_squeue(stdout: str) -> dict[str, JobRecord]:
 _SACCT_FIELDS = "JobIDRaw,State,Reason,ExitCode,NodeList"
 
 
-def sacct_argv(job_ids: Iterable[str]) -> list[str]:
+def sacct_argv(job_ids: Iterable[str], clusters: str | None = None) -> list[str]:
     # -X: the allocation's line only; without --duplicates sacct gives the newest run of a
     # requeued job, which is the one that matters
-    return ["sacct", "--noheader", "--parsable2", "-X", f"--jobs={','.join(job_ids)}",
+    return ["sacct", "--noheader", "--parsable2", "-X", *_on(clusters), f"--jobs={','.join(job_ids)}",
             f"--format={_SACCT_FIELDS}"]
 
 
@@ -196,10 +205,10 @@ class StepJob:
     step: str
 
 
-def squeue_steps_argv() -> list[str]:
+def squeue_steps_argv(clusters: str | None = None) -> list[str]:
     # one listing of all the user's jobs; the comment goes last, because another tool's comment may
     # hold the delimiter, and ours starts with STEP_COMMENT and holds no '|' (step keys are safe names)
-    return ["squeue", "--noheader", "--states=all", "--me", "--format=%i|%T|%V|%Z|%k"]
+    return ["squeue", "--noheader", "--states=all", "--me", *_on(clusters), "--format=%i|%T|%V|%Z|%k"]
 
 
 def parse_step_jobs(stdout: str) -> list[StepJob]:
@@ -216,14 +225,15 @@ def parse_step_jobs(stdout: str) -> list[StepJob]:
     return jobs
 
 
-def scancel_argv(job_ids: Iterable[str]) -> list[str]:
-    return ["scancel", *job_ids]
+def scancel_argv(job_ids: Iterable[str], clusters: str | None = None) -> list[str]:
+    return ["scancel", *_on(clusters), *job_ids]
 
 
 # ---------------------------------------------------------------- partitions
 
-def sinfo_argv() -> list[str]:
-    return ["sinfo", "--noheader", "--format=%P|%G"]
+def sinfo_argv(clusters: str | None = None) -> list[str]:
+    # with --clusters, sinfo puts a "CLUSTER: name" line before each cluster's rows (parse_sinfo skips it)
+    return ["sinfo", "--noheader", *_on(clusters), "--format=%P|%G"]
 
 
 _GPU_GRES = re.compile(r"(?:^|,)gpu(?::[A-Za-z0-9_.-]+)?:(\d+)")

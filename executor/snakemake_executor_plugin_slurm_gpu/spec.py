@@ -13,13 +13,8 @@ import signal
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-
-class ResourceError(ValueError):
-    """A rule asks for something that cannot be submitted as it stands."""
-
-    def __init__(self, rule: str, resource: str, problem: str, fix: str) -> None:
-        self.rule, self.resource = rule, resource
-        super().__init__(f"rule '{rule}': resource '{resource}' {problem}. HINT: {fix}")
+from . import resources as res
+from .resources import _FORBIDDEN_IN_DIRECTIVE, ResourceError, _as_count, _as_text  # noqa: F401 (re-exported)
 
 
 class WildcardError(ValueError):
@@ -57,19 +52,15 @@ MANAGED_FLAGS: dict[str, str] = {
     "--time": "runtime", "-t": "runtime",
     "--mem": "mem_mb", "--mem-per-cpu": "mem_mb_per_cpu", "--mem-per-gpu": "mem_mb_per_cpu",
     "--nodes": "nodes", "-N": "nodes",
-    "--ntasks": "gpus/nodes", "-n": "gpus/nodes", "--ntasks-per-node": "gpus/nodes",
-    "--ntasks-per-gpu": "gpus/nodes",
-    "--cpus-per-task": "cpus_per_task", "-c": "cpus_per_task", "--cpus-per-gpu": "cpus_per_task",
+    "--ntasks": "tasks", "-n": "tasks", "--ntasks-per-node": "tasks_per_node",
+    "--ntasks-per-gpu": "tasks_per_gpu",
+    "--cpus-per-task": "cpus_per_task", "-c": "cpus_per_task", "--cpus-per-gpu": "cpus_per_gpu",
     "--gpus": "gpus", "-G": "gpus", "--gpus-per-node": "gpus", "--gpus-per-task": "gpus",
-    "--gres": "gpus / gpu_model",
+    "--gres": "gres",
     "--constraint": "constraint", "-C": "constraint", "--qos": "qos", "-q": "qos",
+    "--clusters": "clusters", "-M": "clusters",
     "--signal": "", "--requeue": "", "--no-requeue": "",
 }
-
-# Characters that would end an #SBATCH line or a quoted value in it (sbatch treats a backslash as
-# an escape even inside quotes).
-_FORBIDDEN_IN_DIRECTIVE = re.compile(r'[\x00-\x08\x0a-\x1f\x7f\x85\u2028\u2029"\\]')
-
 
 @dataclass(frozen=True)
 class ClusterInfo:
@@ -88,7 +79,13 @@ class StepSpec:
     nodes: int = 1
     gpus_per_node: int = 0
     tasks_per_node: int = 1
-    cpus_per_task: int = 1
+    cpus_per_task: int = 1  # 0: no --cpus-per-task (a negative cpus_per_task, as the official plugin has it)
+    # a CPU rule's `tasks` (MPI and multi-task rules): Slurm spreads them over nodes itself, pinned to
+    # `nodes` only when the rule gave a node count
+    ntasks: int | None = None
+    pin_nodes: bool = True
+    gres: tuple[str, ...] = ()  # generic resources other than GPUs (tmpspace:10G), per node
+    clusters: str | None = None  # Slurm's --clusters (multi-cluster sites): every Slurm call then names them
     mem_mb: int | None = None
     mem_mb_per_cpu: int | None = None
     time_min: int | None = None
@@ -126,42 +123,12 @@ class StepSpec:
     def uses_gpus(self) -> bool:
         return self.gpus > 0
 
-
-def _as_count(rule: str, name: str, value: Any, minimum: int, fix: str) -> int:
-    if isinstance(value, bool):
-        raise ResourceError(rule, name, f"is {value!r}, not a whole number", fix)
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)
-    if isinstance(value, str) and re.fullmatch(r"\s*\d+\s*", value):
-        value = int(value)
-    if not isinstance(value, int):
-        raise ResourceError(rule, name, f"is {value!r}, not a whole number", fix)
-    if value < minimum:
-        raise ResourceError(rule, name, f"is {value}, but must be at least {minimum}", fix)
-    return value
-
-
-def _as_text(rule: str, name: str, value: Any) -> str | None:
-    if value is None or value == "":
-        return None
-    text = str(value)
-    if _FORBIDDEN_IN_DIRECTIVE.search(text):
-        raise ResourceError(rule, name, f"is {text!r}, which contains a newline or other control character, "
-                                        "double quote or backslash",
-                            f"set '{name}' to a plain Slurm value without those characters")
-    return text
-
-
-def _gpu_total(rule: str, resources: Mapping[str, Any]) -> int:
-    gpus = resources.get("gpus")
-    gpu = resources.get("gpu")  # Snakemake's standard resource name means the same thing here
-    fix = "set gpus to the total number of GPUs of the step, e.g. gpus=4 for 2 nodes x 2 GPUs"
-    total_gpus = None if gpus is None else _as_count(rule, "gpus", gpus, 0, fix)
-    total_gpu = None if gpu is None else _as_count(rule, "gpu", gpu, 0, fix)
-    if total_gpus is not None and total_gpu is not None and total_gpus != total_gpu:
-        raise ResourceError(rule, "gpus", f"is {total_gpus} but 'gpu' is {total_gpu}",
-                            "set only one of them (both mean the total GPUs of the step)")
-    return total_gpus if total_gpus is not None else (total_gpu or 0)
+    @property
+    def cores(self) -> int:
+        """CPUs of the batch step's node that the job-side Snakemake may use ({threads} is capped
+        there), at least 1: what Slurm gives the job, not the node's hardware count."""
+        tasks = self.ntasks if self.ntasks is not None else self.tasks_per_node
+        return max(self.cpus_per_task, 1) * max(tasks, 1)
 
 
 def _managed_owner(flag: str) -> str | None:
@@ -234,7 +201,7 @@ def build_spec(rule: str, resources: Mapping[str, Any], threads: int = 1, requeu
     its own lead with the resource signal_lead_s."""
     nodes = resources.get("nodes")
     nodes = 1 if nodes is None else _as_count(rule, "nodes", nodes, 1, "set nodes to a whole number >= 1")
-    gpus = _gpu_total(rule, resources)
+    gpus, gpu_model, gres = res.gpu_request(rule, resources, nodes)
     if gpus % nodes:
         lower, upper = (gpus // nodes) * nodes, (gpus // nodes + 1) * nodes
         options = " or ".join(str(g) for g in (lower, upper) if g > 0)
@@ -250,14 +217,8 @@ def build_spec(rule: str, resources: Mapping[str, Any], threads: int = 1, requeu
         raise ResourceError(rule, "launcher", "is 'torchrun' but the rule asks for no GPUs, so torchrun would "
                             "have no process to start on each node", "set gpus, or drop launcher")
     # one task (rank) per GPU; under torchrun one task per node, which holds all the node's ranks
-    tasks_per_node = 1 if launcher == "torchrun" else max(gpus_per_node, 1)
-    if "cpus_per_task" in resources and resources["cpus_per_task"] is not None:
-        cpus_per_task = _as_count(rule, "cpus_per_task", resources["cpus_per_task"], 1,
-                                  "set cpus_per_task to the CPUs each rank needs, e.g. 4")
-    elif gpus_per_node:
-        cpus_per_task = 1
-    else:
-        cpus_per_task = max(int(threads or 1), 1)
+    tasks = res.task_request(rule, resources, nodes, gpus_per_node, launcher)
+    cpus_per_task = res.cpus_request(rule, resources, threads, gpus_per_node)
     if launcher == "torchrun":
         cpus_per_task *= gpus_per_node  # cpus_per_task is per rank; torchrun's one task holds them all
     mem_mb = resources.get("mem_mb")
@@ -270,7 +231,6 @@ def build_spec(rule: str, resources: Mapping[str, Any], threads: int = 1, requeu
     runtime = resources.get("runtime")
     time_min = None if runtime is None else _as_count(
         rule, "runtime", runtime, 1, "set runtime in minutes, e.g. runtime=120")
-    gpu_model = _as_text(rule, "gpu_model", resources.get("gpu_model"))
     if gpu_model is not None and not re.fullmatch(r"[A-Za-z0-9_.-]+", gpu_model):
         raise ResourceError(rule, "gpu_model", f"is {gpu_model!r}",
                             "use the GPU type as Slurm's gres.conf names it, e.g. a100")
@@ -288,12 +248,16 @@ def build_spec(rule: str, resources: Mapping[str, Any], threads: int = 1, requeu
         rule=rule,
         nodes=nodes,
         gpus_per_node=gpus_per_node,
-        tasks_per_node=tasks_per_node,
+        tasks_per_node=tasks.tasks_per_node,
         cpus_per_task=cpus_per_task,
+        ntasks=tasks.ntasks,
+        pin_nodes=tasks.pin_nodes,
+        gres=gres,
+        clusters=res.clusters_request(rule, resources),
         mem_mb=mem_mb,
         mem_mb_per_cpu=mem_mb_per_cpu,
         time_min=time_min,
-        partition=_as_text(rule, "slurm_partition", resources.get("slurm_partition")),
+        partition=_partitions(rule, resources.get("slurm_partition")),
         account=_as_text(rule, "slurm_account", resources.get("slurm_account")),
         constraint=_as_text(rule, "constraint", resources.get("constraint")),
         qos=_as_text(rule, "qos", resources.get("qos")),
@@ -350,23 +314,39 @@ def launch_warning(spec: StepSpec, shell_command: str | None) -> str | None:
     return None
 
 
+def _partitions(rule: str, value: Any) -> str | None:
+    """slurm_partition: one name or a comma-separated list (Slurm starts the job in whichever of them
+    can run it first)."""
+    text = _as_text(rule, "slurm_partition", value)
+    if text is None:
+        return None
+    names = [name.strip() for name in text.split(",")]
+    if not all(names) or any(re.search(r"\s", name) for name in names):
+        raise ResourceError(rule, "slurm_partition", f"is {text!r}",
+                            "name one partition, or several separated by commas, e.g. gpu,gpu-long")
+    return ",".join(names)
+
+
 def check_capacity(spec: StepSpec, cluster: ClusterInfo) -> None:
-    """The partition exists and one of its nodes has the GPUs the step puts on each node."""
-    partition = spec.partition or cluster.default_partition
+    """Every partition named exists, and one of them has nodes with the GPUs the step puts on each
+    node. A step without a partition on a cluster without a default one is left to the site's
+    routing (a job_submit plugin picks the partition): nothing to check here."""
+    if spec.partition is None and cluster.default_partition is None:
+        return
+    names = spec.partition.split(",") if spec.partition else [str(cluster.default_partition)]
     known = ", ".join(sorted(cluster.gpus_per_node)) or "none"
-    if partition is None:
-        raise ResourceError(spec.rule, "slurm_partition", "is not set and the cluster has no default partition",
-                            f"set slurm_partition to one of: {known}")
-    if partition not in cluster.gpus_per_node:
-        raise ResourceError(spec.rule, "slurm_partition", f"is {partition!r}, which this cluster does not have",
-                            f"use one of: {known}")
-    available = cluster.gpus_per_node[partition]
+    for partition in names:
+        if partition not in cluster.gpus_per_node:
+            raise ResourceError(spec.rule, "slurm_partition", f"is {spec.partition or partition!r}, "
+                                f"but this cluster has no partition {partition!r}", f"use one of: {known}")
+    available = max(cluster.gpus_per_node[partition] for partition in names)
     if spec.gpus_per_node > available:
         fix = "choose a partition with GPU nodes"
         if available:
             # the fewest nodes that split the GPUs evenly and fit
             nodes = next(n for n in range(1, spec.gpus + 1) if spec.gpus % n == 0 and spec.gpus // n <= available)
             fix = f"use at most {available} GPUs per node there, e.g. nodes={nodes} for gpus={spec.gpus}"
+        where = f"partition '{names[0]}'" if len(names) == 1 else f"partitions '{','.join(names)}'"
         raise ResourceError(spec.rule, "gpus",
                             f"puts {spec.gpus_per_node} GPUs on each of {spec.nodes} node(s), but the nodes of "
-                            f"partition '{partition}' have at most {available}", fix)
+                            f"{where} have at most {available}", fix)

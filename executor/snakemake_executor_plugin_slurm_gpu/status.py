@@ -97,6 +97,7 @@ class StatusQuery:
 
     run: Run
     use_sacct: bool = True
+    clusters: str | None = None  # slurm._on: set once any step went to a named cluster
     # after each call: the ids nobody could be asked about (they left the queue and sacct failed
     # transiently: slurmdbd restarting), and that failure. Such a job is not missing, only unheard of.
     unanswered: set[str] = field(default_factory=set)
@@ -108,12 +109,12 @@ class StatusQuery:
         if not ids:
             return {}
         if len(ids) > SQUEUE_ID_LIST_MAX:
-            listed = slurm.parse_squeue(self.run(slurm.squeue_mine_argv()))
+            listed = slurm.parse_squeue(self.run(slurm.squeue_mine_argv(self.clusters)))
             wanted_ids = set(ids)
             found = {i: r for i, r in listed.items() if i in wanted_ids}
         else:
             try:
-                found = slurm.parse_squeue(self.run(slurm.squeue_argv(ids)))
+                found = slurm.parse_squeue(self.run(slurm.squeue_argv(ids, self.clusters)))
             except SlurmError as e:
                 if not slurm.is_no_such_job(e):
                     raise
@@ -123,7 +124,7 @@ class StatusQuery:
             if not self.use_sacct:
                 break
             try:
-                found.update(slurm.parse_sacct(self.run(slurm.sacct_argv(wanted[start:start + SACCT_CHUNK]))))
+                found.update(slurm.parse_sacct(self.run(slurm.sacct_argv(wanted[start:start + SACCT_CHUNK], self.clusters))))
             except SlurmError as e:
                 # without accounting, sacct says so and exits 1: squeue is all there is
                 if "accounting storage is disabled" in (e.stderr + e.stdout):

@@ -301,13 +301,16 @@ def test_parse_slurm_extra_passes(text: str | None, words: tuple[str, ...]) -> N
         ("--nodes 2", "--nodes", "use the resource 'nodes' instead"),
         ("-N 2", "-N", "use the resource 'nodes' instead"),
         ("-N2", "-N", "use the resource 'nodes' instead"),
-        ("--ntasks=4", "--ntasks", "use the resource 'gpus/nodes' instead"),
-        ("-n4", "-n", "use the resource 'gpus/nodes' instead"),
-        ("--ntasks-per-node=2", "--ntasks-per-node", "use the resource 'gpus/nodes' instead"),
+        ("--ntasks=4", "--ntasks", "use the resource 'tasks' instead"),
+        ("-n4", "-n", "use the resource 'tasks' instead"),
+        ("--ntasks-per-node=2", "--ntasks-per-node", "use the resource 'tasks_per_node' instead"),
+        ("--cpus-per-gpu=4", "--cpus-per-gpu", "use the resource 'cpus_per_gpu' instead"),
+        ("--clusters=other", "--clusters", "use the resource 'clusters' instead"),
+        ("-M other", "-M", "use the resource 'clusters' instead"),
         ("--gpus-per-task=1", "--gpus-per-task", "use the resource 'gpus' instead"),
         ("--gpus=4", "--gpus", "use the resource 'gpus' instead"),
         ("-G 4", "-G", "use the resource 'gpus' instead"),
-        ("--gres=gpu:a100:2", "--gres", "use the resource 'gpus / gpu_model' instead"),
+        ("--gres=gpu:a100:2", "--gres", "use the resource 'gres' instead"),
         ("--cpus-per-task=8", "--cpus-per-task", "use the resource 'cpus_per_task' instead"),
         ("-c8", "-c", "use the resource 'cpus_per_task' instead"),
         ("--mem=4G", "--mem", "use the resource 'mem_mb' instead"),
@@ -510,9 +513,18 @@ def test_check_capacity_suggestion_can_be_followed(gpus: int, available: int) ->
 
 @pytest.mark.parametrize(
     "cluster", [ClusterInfo({"debug": 0, "gpu": 4}), ClusterInfo({})], ids=["partitions", "no-partitions"])
-def test_check_capacity_no_partition_and_no_default(cluster: ClusterInfo) -> None:
+def test_check_capacity_leaves_a_step_without_partition_to_the_sites_routing(cluster: ClusterInfo) -> None:
+    # the official plugin submits without --partition there, and so does slurm-gpu (the executor
+    # says so once): a job_submit plugin may route it
+    check_capacity(spec_for(gpus=8), cluster)
+
+
+def test_check_capacity_takes_a_list_of_partitions() -> None:
+    cluster = ClusterInfo({"debug": 0, "gpu": 4, "big": 8})
+    check_capacity(spec_for(gpus=8, slurm_partition="gpu, big"), cluster)  # fits in one of them
     with pytest.raises(ResourceError) as excinfo:
-        check_capacity(spec_for(), cluster)
-    message = refused(excinfo, "slurm_partition")
-    assert "no default partition" in message
-    assert ("debug, gpu" if cluster.gpus_per_node else "none") in message.split("HINT:", 1)[1]
+        check_capacity(spec_for(gpus=8, slurm_partition="gpu,debug"), cluster)
+    assert "partitions 'gpu,debug' have at most 4" in refused(excinfo, "gpus")
+    with pytest.raises(ResourceError) as excinfo:
+        check_capacity(spec_for(gpus=1, slurm_partition="gpu,gpux"), cluster)
+    assert "no partition 'gpux'" in refused(excinfo, "slurm_partition")
