@@ -11,11 +11,13 @@ from __future__ import annotations
 from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
+from ._version import __version__
+
 if TYPE_CHECKING:
     from .executor import Executor
     from .settings import ExecutorSettings, common_settings
 
-__all__ = ["Executor", "ExecutorSettings", "common_settings"]
+__all__ = ["Executor", "ExecutorSettings", "__version__", "common_settings"]
 
 _HOME = {"Executor": ".executor", "ExecutorSettings": ".settings", "common_settings": ".settings"}
 
