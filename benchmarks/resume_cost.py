@@ -109,6 +109,7 @@ def run_scenario(scenario: str, steps: int, step_sleep: float) -> dict[str, obje
         # a 1-minute limit, no warning signal, and twice as much training as fits in it
         args = args[:4] + [f"max_steps={int(120 / step_sleep)}", "--set-resources", "train:runtime=1",
                             "train:signal_lead_s=0"]
+    args.append("--slurm-gpu-keep-successful-logs")  # the figures come from the step's Slurm logs
     env = {**os.environ, "PATH": f"{VENV_BIN}:{os.environ['PATH']}", "TRAIN_STEP_SLEEP_S": str(step_sleep),
            "TRAIN_PROGRESS_EVERY": "1"}
     started = time.time()

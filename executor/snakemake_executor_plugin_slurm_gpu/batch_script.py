@@ -44,6 +44,8 @@ class JobOptions:
 
     socket_ifname: str | None = None  # NCCL_SOCKET_IFNAME / GLOO_SOCKET_IFNAME
     job_name_prefix: str = "sg"
+    qos: str | None = None          # executor-wide; a rule's qos wins
+    reservation: str | None = None
     allocation: bool = False  # allocation mode (allocation.py): steps run inside Snakemake's salloc
 
 
@@ -115,7 +117,8 @@ def render_directives(spec: StepSpec, paths: StepPaths, options: JobOptions, dir
         lines.append(_directive("--mem", spec.mem_mb))
     for flag, value in (("--time", spec.time_min), ("--partition", spec.partition),
                         ("--account", spec.account), ("--constraint", spec.constraint),
-                        ("--qos", spec.qos), ("--clusters", spec.clusters)):
+                        ("--qos", spec.qos or options.qos), ("--clusters", spec.clusters),
+                        ("--reservation", options.reservation), ("--exclude", ",".join(spec.exclude) or None)):
         if value is not None:
             lines.append(_directive(flag, value))
     if spec.signal:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import json
 import os
+import re
 import shlex
 import threading
 import time
@@ -20,7 +22,8 @@ from snakemake_interface_executor_plugins.jobs import JobExecutorInterface
 from snakemake_interface_executor_plugins.settings import SharedFSUsage
 from snakemake_interface_executor_plugins.utils import encode_target_jobs_cli_args
 
-from . import allocation, attach, checkpoints, direct, events, logs, private, resources, slurm, submit_env, watchdog
+from . import (allocation, attach, checkpoints, direct, events, housekeeping, logs, private, resources, slurm, submit_env,
+               watchdog)
 from .batch_script import JobOptions, StepCommand, inner_command_line, render_batch_script
 from .paths import STATE_DIR, StepPaths
 from .policy import Act, Budgets, JobWatch, Limits, StepHistory, Stop
@@ -32,6 +35,8 @@ from .submit import Submitter, delays
 from .tracking import StepTracker
 
 LOG_TAIL_LINES = 20
+# a job that ended so: its nodes are kept out of the step's resubmission (unless reuse-failed-nodes)
+NODE_FAILURES = ("NODE_FAIL", "BOOT_FAIL")
 # after a step's batch script says it ended: ask Slurm at most this often, for at most this long
 # (the job may sit in COMPLETING while an epilog runs), then fall back to the normal poll interval
 ENDED_POLL_GAP_S = 1.0
@@ -58,7 +63,7 @@ class Executor(RemoteExecutor):
                                     "Snakemake runs in, but SLURM_JOB_ID is not set. HINT: start Snakemake inside "
                                     "one, e.g. salloc --nodes=2 --gpus-per-node=2 snakemake ...")
         self.local_steps = allocation.LocalSteps()
-        self.options = JobOptions(socket_ifname=self.settings.socket_ifname, allocation=self.allocation is not None)
+        self.options = self._job_options()
         self.status = StatusQuery(run=self._slurm)
         self.watch = JobWatch(Limits(missing_s=self.settings.missing_job_timeout_s))
         self.budgets = Budgets(preemptions=self.settings.max_preemptions, timeouts=self.settings.max_timeouts)
@@ -95,6 +100,19 @@ class Executor(RemoteExecutor):
         self._clusters: dict[str | None, ClusterInfo] = {}
         self._said: set[str] = set()  # warnings given once per run
         self._environment = self._slurm_environment()
+
+    def _job_options(self) -> JobOptions:
+        """The executor-wide parts of every batch script, checked before anything is submitted."""
+        prefix = self.settings.jobname_prefix
+        if not re.fullmatch(r"[A-Za-z0-9_-]{1,50}", prefix or ""):
+            raise WorkflowError(f"slurm-gpu: setting jobname-prefix is {prefix!r}. HINT: use letters, digits, '_' "
+                                "and '-', at most 50")
+        for name in ("qos", "reservation"):
+            value = getattr(self.settings, name)
+            if value is not None and not re.fullmatch(r"[A-Za-z0-9_.,:+-]+", str(value)):
+                raise WorkflowError(f"slurm-gpu: setting {name} is {value!r}. HINT: use the name as Slurm lists it")
+        return JobOptions(socket_ifname=self.settings.socket_ifname, allocation=self.allocation is not None,
+                          job_name_prefix=prefix, qos=self.settings.qos, reservation=self.settings.reservation)
 
     # ------------------------------------------------------------ Slurm
     def _slurm(self, argv: Sequence[str], stdin: str | None = None) -> str:
@@ -308,8 +326,10 @@ class Executor(RemoteExecutor):
         if job.is_group():
             # each group job is its own step: the jobs of one group over a wildcard share its name
             members = [(t.rulename, dict(t.wildcards_dict)) for t in job.get_target_spec()]
-            return StepPaths.of_group(self.root, job.name, members, self.settings.checkpoint_root)
-        return StepPaths.of(self.root, job.name, dict(job.wildcards.items()), self.settings.checkpoint_root)
+            return StepPaths.of_group(self.root, job.name, members, self.settings.checkpoint_root,
+                                      self.settings.logdir)
+        return StepPaths.of(self.root, job.name, dict(job.wildcards.items()), self.settings.checkpoint_root,
+                            self.settings.logdir)
 
     def _step_command(self, job: JobExecutorInterface, paths: StepPaths, spec: StepSpec) -> StepCommand:
         """What the step's batch script runs: a plain shell rule's own command (direct.py), unless the
@@ -389,7 +409,11 @@ class Executor(RemoteExecutor):
     def _write_script(self, paths: StepPaths, job: JobExecutorInterface, text: str) -> Path:
         """The record of what was submitted: the same bytes go to sbatch's standard input."""
         self._private_dir(paths.script_dir)
-        self._private_dir(paths.log_dir)
+        if self.settings.logdir is None:
+            self._private_dir(paths.log_dir)
+        else:  # the user's directory, taken as it is (like checkpoint-root); everything below is ours
+            paths.logs_base.mkdir(parents=True, exist_ok=True, mode=0o700)
+            private.make_private_dir(paths.log_dir, paths.logs_base)
         self._private_dir(paths.event_dir)
         stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
         return private.write_private(paths.script_dir / f"{stamp}-attempt{job.attempt}.sh", text)
@@ -428,7 +452,8 @@ class Executor(RemoteExecutor):
             job_id = self.submitter.submit(text, self.root, paths.key, known=history.job_ids)
         except (slurm.SlurmError, ValueError) as e:
             attach.clear_record(paths.submission_record)
-            raise SubmitError(f"could not submit {script}: {e}") from None
+            hint = self._account_hint(spec, e) if isinstance(e, slurm.SlurmError) else ""
+            raise SubmitError(f"could not submit {script}: {e}{hint}") from None
         try:
             attach.write_record(paths.submission_record, attach.Submission(record.provenance, record.ts, job_id))
         except OSError as e:
@@ -449,6 +474,20 @@ class Executor(RemoteExecutor):
         self.logger.info(f"slurm-gpu: step {paths.key} is Slurm job {job_id} ({geometry}); "
                          f"script {script}, log {paths.log_file(job_id)}")
         return job_id
+
+    def _account_hint(self, spec: StepSpec, error: slurm.SlurmError) -> str:
+        """When Slurm refused the job for its account: the accounts the user has (sacctmgr), asked
+        only then."""
+        if not slurm.is_account_error(error):
+            return ""
+        try:
+            accounts = slurm.parse_names(self._slurm(slurm.user_accounts_argv()))
+        except slurm.SlurmError:
+            accounts = []
+        given = f"slurm_account is {spec.account!r}" if spec.account else "no slurm_account is set"
+        mine = f"your accounts: {', '.join(sorted(set(accounts)))}" if accounts else "sacctmgr lists no account of yours"
+        return (f"\nHINT: rule '{spec.rule}': {given}, and this cluster needs a valid one ({mine}); set the resource "
+                "slurm_account, e.g. in the profile's default-resources")
 
     def _provenance(self, job: JobExecutorInterface) -> dict[str, object]:
         """What a step's checkpoints were made from: inputs (size, mtime), params, and code (the
@@ -578,6 +617,7 @@ class Executor(RemoteExecutor):
             if code == 0:
                 if job_info.aux["spec"].resumable:
                     self._clean_checkpoints(paths)
+                self._forget_success(paths)
                 self.report_job_success(job_info)
                 continue
             log = job_info.aux["log"]
@@ -585,12 +625,17 @@ class Executor(RemoteExecutor):
             self.report_job_error(job_info, msg=(f"slurm-gpu: step {paths.key} (in allocation) exited {code}.\n"
                                                  f"Log: {log}\n" + (f"End of the log:\n{shown}\n" if shown else "")))
 
-    def _resubmit(self, job_info: SubmittedJobInfo, reason: str, stop: Stop) -> SubmittedJobInfo | None:
-        """A new Slurm job for a step whose job was stopped from outside; None if that failed."""
+    def _resubmit(self, job_info: SubmittedJobInfo, reason: str, stop: Stop,
+                  failed_nodes: str = "") -> SubmittedJobInfo | None:
+        """A new Slurm job for a step whose job was stopped from outside; None if that failed.
+        `failed_nodes`: the nodes of a job that ended NODE_FAIL or BOOT_FAIL (kept out of the new job)."""
         paths, spec = job_info.aux["paths"], job_info.aux["spec"]
         old = job_info.external_jobid
         self._cancel([old])  # final already; cancelling makes sure Slurm cannot restart it beside the new one
         self.logger.info(f"slurm-gpu: step {paths.key}, Slurm job {old}: {reason}")
+        if failed_nodes and not self.settings.reuse_failed_nodes:
+            spec = self._exclude(spec, paths, failed_nodes)
+            job_info.aux["spec"] = spec
         try:
             job_id = self._submit(job_info.job, spec, paths, replaces=(old, stop, reason))
         except SubmitError as e:
@@ -663,7 +708,10 @@ class Executor(RemoteExecutor):
             with self._live_lock:
                 self._live.discard(job_info.external_jobid)
             if action.act is Act.RESUBMIT:
-                replacement = await asyncio.to_thread(self._resubmit, job_info, action.reason, action.stop)
+                failed_nodes = record.nodes if record is not None and verdict is not None \
+                    and verdict.state in NODE_FAILURES else ""
+                replacement = await asyncio.to_thread(self._resubmit, job_info, action.reason, action.stop,
+                                                      failed_nodes)
                 if replacement is not None:
                     yield replacement
                 continue
@@ -674,6 +722,7 @@ class Executor(RemoteExecutor):
                             exit_code=record.exit_code if record else "")
                 if spec.resumable:
                     await asyncio.to_thread(self._clean_checkpoints, paths)
+                self._forget_success(paths)
                 self.report_job_success(job_info)
                 continue
             if action.act is Act.CANCEL_AND_FAIL:
@@ -782,6 +831,26 @@ class Executor(RemoteExecutor):
         # a marker of a requeue that Slurm carried out belongs to an earlier run of the same job id
         return isinstance(marker, dict) and str(marker.get("job_id")) == job_id and not marker.get("requeued")
 
+    def _exclude(self, spec: StepSpec, paths: StepPaths, failed_nodes: str) -> StepSpec:
+        """The step's spec with the nodes of its failed job excluded, unless that would leave its
+        partition too few nodes to run it (it would then pend forever)."""
+        try:
+            failed = set(slurm.parse_names(self._slurm(slurm.hostnames_argv(failed_nodes))))
+            partition = spec.partition or self._cluster_info(spec.clusters).default_partition
+            nodes = set(slurm.parse_names(self._slurm(slurm.partition_nodes_argv(partition, spec.clusters))))
+        except slurm.SlurmError as e:
+            self.logger.warning(f"slurm-gpu: step {paths.key}: not excluding nodes {failed_nodes}: {e}")
+            return spec
+        excluded = tuple(sorted(set(spec.exclude) | failed))
+        left = len(nodes - set(excluded))
+        if left < spec.nodes:
+            self.logger.warning(f"slurm-gpu: step {paths.key}: not excluding {', '.join(sorted(failed))}: the "
+                                f"partition would have {left} node(s) left for a step of {spec.nodes}")
+            return spec
+        self.logger.info(f"slurm-gpu: step {paths.key}: its new job excludes {', '.join(excluded)}, where an "
+                         "earlier job of it failed (--slurm-gpu-reuse-failed-nodes turns this off)")
+        return dataclasses.replace(spec, exclude=excluded)
+
     def _clean_checkpoints(self, paths: StepPaths) -> None:
         try:
             removed = checkpoints.cleanup_after_success(paths.checkpoint_dir, self.settings.checkpoint_cleanup)
@@ -791,6 +860,22 @@ class Executor(RemoteExecutor):
         if removed:
             self.logger.info(f"slurm-gpu: step {paths.key} done; checkpoint cleanup "
                              f"'{self.settings.checkpoint_cleanup}' removed {len(removed)} file(s)")
+
+    def _forget_success(self, paths: StepPaths) -> None:
+        """A step that succeeded leaves its event log only (keep-successful-logs keeps the rest)."""
+        if not self.settings.keep_successful_logs:
+            housekeeping.remove_step_files(paths)
+
+    def shutdown(self) -> None:
+        super().shutdown()
+        days = self.settings.delete_logs_older_than
+        if days and days > 0:
+            base = StepPaths.of(self.root, "x", {}, log_root=self.settings.logdir)
+            removed = housekeeping.remove_older_than(
+                [base.logs_base, base.state_dir / "scripts", base.state_dir / "events"], days * 86400.0)
+            if removed:
+                self.logger.info(f"slurm-gpu: removed {removed} log, script and event file(s) older than {days} "
+                                 "day(s) (--slurm-gpu-delete-logs-older-than)")
 
     def _back_off(self, changed: bool) -> None:
         """Poll Slurm fast while jobs are finishing, slower while nothing happens."""

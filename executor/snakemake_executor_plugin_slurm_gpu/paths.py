@@ -51,15 +51,16 @@ class StepPaths:
     rule: str
     wildcards: str  # already made safe by wildcards_name()
     checkpoint_root: Path | None = None
+    log_root: Path | None = None  # the logdir setting; default STATE_DIR/logs
 
     @classmethod
     def of(cls, root: Path, rule: str, wildcards: Mapping[str, object],
-           checkpoint_root: Path | None = None) -> "StepPaths":
-        return cls(Path(root).absolute(), safe_name(rule), wildcards_name(wildcards), checkpoint_root)
+           checkpoint_root: Path | None = None, log_root: Path | None = None) -> "StepPaths":
+        return cls(Path(root).absolute(), safe_name(rule), wildcards_name(wildcards), checkpoint_root, log_root)
 
     @classmethod
     def of_group(cls, root: Path, name: str, members: list[tuple[str, Mapping[str, object]]],
-                 checkpoint_root: Path | None = None) -> "StepPaths":
+                 checkpoint_root: Path | None = None, log_root: Path | None = None) -> "StepPaths":
         """A group job's paths: the group's name, and its members' wildcards with a hash of every
         member (rule and wildcards), since the jobs of one group over a wildcard share the name."""
         exact = sorted((rule, sorted((str(k), str(v)) for k, v in wildcards.items())) for rule, wildcards in members)
@@ -68,7 +69,7 @@ class StepPaths:
             merged.update(wildcards)
         readable = wildcards_name(merged) if merged else "group"
         return cls(Path(root).absolute(), safe_name(name),
-                   safe_name(readable, identity=json.dumps(exact), force_hash=True), checkpoint_root)
+                   safe_name(readable, identity=json.dumps(exact), force_hash=True), checkpoint_root, log_root)
 
     @property
     def state_dir(self) -> Path:
@@ -80,8 +81,15 @@ class StepPaths:
         return f"{self.rule}/{self.wildcards}"
 
     @property
+    def logs_base(self) -> Path:
+        """Where every step's log directory lives."""
+        if self.log_root is None:
+            return self.state_dir / "logs"
+        return self.log_root if self.log_root.is_absolute() else self.root / self.log_root
+
+    @property
     def log_dir(self) -> Path:
-        return self.state_dir / "logs" / self.rule / self.wildcards
+        return self.logs_base / self.rule / self.wildcards
 
     def log_file(self, job_id: str) -> Path:
         return self.log_dir / f"{job_id}.log"

@@ -111,6 +111,40 @@ class ExecutorSettings(ExecutorSettingsBase):
                           "unable to contact the controller). Status polls retry for as long as it takes. "
                           "Permanent errors (an invalid partition) are never retried."},
     )
+    logdir: Optional[Path] = field(
+        default=None,
+        metadata={"help": "Directory for the steps' Slurm logs (<logdir>/<rule>/<wildcards>/<job id>.log), on a "
+                          "filesystem the nodes share. Default: .snakemake/slurm-gpu/logs in the working directory."},
+    )
+    keep_successful_logs: bool = field(
+        default=False,
+        metadata={"help": "Keep the Slurm log and batch scripts of steps that succeeded. By default they are "
+                          "removed once the step succeeded (as the official Slurm plugin does); those of failed "
+                          "steps are kept, and every step's event log stays for `slurm-gpu status`."},
+    )
+    delete_logs_older_than: int = field(
+        default=10,
+        metadata={"help": "At the end of each run, remove Slurm logs, batch scripts and event logs of this "
+                          "directory that are older than this many days. 0 keeps them forever."},
+    )
+    jobname_prefix: str = field(
+        default="sg",
+        metadata={"help": "Slurm job names are <prefix>-<rule> (letters, digits, '_' and '-'; at most 50)."},
+    )
+    qos: Optional[str] = field(
+        default=None,
+        metadata={"help": "Quality of service of every job (sbatch --qos); a rule's qos resource wins."},
+    )
+    reservation: Optional[str] = field(
+        default=None,
+        metadata={"help": "Reservation every job runs in (sbatch --reservation)."},
+    )
+    reuse_failed_nodes: bool = field(
+        default=False,
+        metadata={"help": "Let a step that slurm-gpu resubmits after its node failed (NODE_FAIL, BOOT_FAIL) run "
+                          "on that node again. By default the new job excludes it (sbatch --exclude), as long as "
+                          "the partition keeps enough other nodes for the step."},
+    )
     slurm_timeout_s: int = field(
         default=60,
         metadata={"help": "Timeout of each Slurm command (sbatch, squeue, sacct, scancel, sinfo)."},

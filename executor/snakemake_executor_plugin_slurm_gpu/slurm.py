@@ -7,6 +7,7 @@ never columns. No policy lives here: what a state means is status.py's business.
 
 from __future__ import annotations
 
+import getpass
 import re
 import subprocess
 from dataclasses import dataclass
@@ -229,6 +230,34 @@ def scancel_argv(job_ids: Iterable[str], clusters: str | None = None) -> list[st
     return ["scancel", *_on(clusters), *job_ids]
 
 
+# ---------------------------------------------------------------- nodes
+
+def hostnames_argv(nodelist: str) -> list[str]:
+    """A Slurm node list ('n[1-3],gpu7') expanded, one name a line."""
+    return ["scontrol", "show", "hostnames", nodelist]
+
+
+def partition_nodes_argv(partition: str | None, clusters: str | None = None) -> list[str]:
+    """Every node of a partition (of all partitions if None), one a line; duplicates possible."""
+    return ["sinfo", "--noheader", "--Node", *_on(clusters), *([f"--partition={partition}"] if partition else []),
+            "--format=%N"]
+
+
+def user_accounts_argv() -> list[str]:
+    """The accounts the user may submit with."""
+    return ["sacctmgr", "--noheader", "--parsable2", "show", "associations", "where", f"user={getpass.getuser()}",
+            "format=account"]
+
+
+def is_account_error(error: SlurmError) -> bool:
+    """sbatch refused the job for its account (none given where one is required, or a wrong one)."""
+    return bool(re.search(r"account", error.stderr, re.IGNORECASE))
+
+
+def parse_names(stdout: str) -> list[str]:
+    return [line.strip() for line in stdout.splitlines() if line.strip() and not line.startswith("CLUSTER")]
+
+
 # ---------------------------------------------------------------- partitions
 
 def sinfo_argv(clusters: str | None = None) -> list[str]:
@@ -254,4 +283,3 @@ def parse_sinfo(stdout: str) -> tuple[dict[str, int], str | None]:
         count = max((int(m) for m in _GPU_GRES.findall(re.sub(r"\([^)]*\)", "", gres))), default=0)
         gpus[name] = max(gpus.get(name, 0), count)
     return gpus, default
-

@@ -86,6 +86,7 @@ class StepSpec:
     pin_nodes: bool = True
     gres: tuple[str, ...] = ()  # generic resources other than GPUs (tmpspace:10G), per node
     clusters: str | None = None  # Slurm's --clusters (multi-cluster sites): every Slurm call then names them
+    exclude: tuple[str, ...] = ()  # nodes where this step's job failed (executor: reuse-failed-nodes)
     mem_mb: int | None = None
     mem_mb_per_cpu: int | None = None
     time_min: int | None = None

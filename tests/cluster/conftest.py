@@ -56,8 +56,12 @@ class Run:
         return sorted((p.stem for p in log_dir.glob("*.log")), key=int) if log_dir.is_dir() else []
 
 
+# the tests read the Slurm logs and scripts of steps that succeeded, which slurm-gpu removes by default
+KEEP_LOGS = "--slurm-gpu-keep-successful-logs"
+
+
 def snakemake(workdir: Path, *args: str, timeout_s: float = 600, env: dict[str, str] | None = None) -> Run:
-    argv = [str(VENV_BIN / "snakemake"), "--profile", str(PROFILE), "--jobs", "8", *args]
+    argv = [str(VENV_BIN / "snakemake"), "--profile", str(PROFILE), "--jobs", "8", KEEP_LOGS, *args]
     start = time.monotonic()
     proc = subprocess.run(argv, cwd=workdir, env=_env(env), capture_output=True, text=True, timeout=timeout_s)
     return Run(proc.returncode, proc.stdout + proc.stderr, workdir, time.monotonic() - start)
@@ -69,7 +73,7 @@ class Background:
     def __init__(self, workdir: Path, *args: str, env: dict[str, str] | None = None) -> None:
         self.workdir = workdir
         self.log = workdir / "snakemake-test-output.txt"
-        argv = [str(VENV_BIN / "snakemake"), "--profile", str(PROFILE), "--jobs", "8", *args]
+        argv = [str(VENV_BIN / "snakemake"), "--profile", str(PROFILE), "--jobs", "8", KEEP_LOGS, *args]
         self._out = open(self.log, "w")
         self._start = time.monotonic()
         self.proc = subprocess.Popen(argv, cwd=workdir, env=_env(env), stdout=self._out, stderr=subprocess.STDOUT)

@@ -139,6 +139,11 @@ def test_a_direct_step_on_a_node_that_dies_is_resubmitted_at_once_with_its_outpu
     # Snakemake removed the first run's output before the second began; nothing of the first run is in it
     assert (workdir / "out/a.txt").read_text() == f"from-{second}\ndone\n"
     assert "resubmitting (preemption 1 of" in run.output
+    # the node that failed is kept out of the new job (the partition has another one)
+    scripts = sorted((workdir / ".snakemake/slurm-gpu/scripts/slow/all").glob("*.sh"))
+    assert f"#SBATCH --exclude={node}" in scripts[-1].read_text()
+    assert f"#SBATCH --exclude" not in scripts[0].read_text()
+    assert f"its new job excludes {node}" in run.output
     # --no-requeue: Slurm ended the first job for good instead of rerunning its script over the output
     states = slurm("sacct", "--noheader", "--parsable2", "-X", "--duplicates", f"--jobs={first}",
                    "--format=State").split()

@@ -4,7 +4,7 @@ import os
 import signal
 import subprocess
 
-from conftest import PROFILE, VENV_BIN, _env, slurm, wait_for, write_workflow, snakemake
+from conftest import PROFILE, VENV_BIN, _env, slurm, wait_for, write_workflow, snakemake, KEEP_LOGS
 
 FAILING = '''
 rule broken:
@@ -44,7 +44,7 @@ def _default_sigint() -> None:
 
 
 def _start(workdir):
-    argv = [str(VENV_BIN / "snakemake"), "--profile", str(PROFILE), "--jobs", "4"]
+    argv = [str(VENV_BIN / "snakemake"), "--profile", str(PROFILE), "--jobs", "4", KEEP_LOGS]
     return subprocess.Popen(argv, cwd=workdir, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, preexec_fn=_default_sigint)
 

@@ -10,13 +10,13 @@ import re
 import subprocess
 import time
 
-from conftest import PROFILE, VENV_BIN, _env, copy_workflow, jobs_from, slurm
+from conftest import PROFILE, VENV_BIN, _env, copy_workflow, jobs_from, slurm, KEEP_LOGS
 
 SALLOC = ["salloc", "--nodes=2", "--ntasks-per-node=2", "--gpus-per-node=2", "--job-name=interactive"]
 
 
 def _in_allocation(workdir, *args: str, salloc: list[str] = SALLOC, timeout_s: float = 600) -> subprocess.CompletedProcess:
-    argv = [*salloc, str(VENV_BIN / "snakemake"), "--profile", str(PROFILE), "--jobs", "4",
+    argv = [*salloc, str(VENV_BIN / "snakemake"), "--profile", str(PROFILE), "--jobs", "4", KEEP_LOGS,
             "--slurm-gpu-allocation", *args]
     return subprocess.run(argv, cwd=workdir, env=_env(), capture_output=True, text=True, timeout=timeout_s)
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import VENV_BIN, Run, _env, jobs_from, slurm, write_workflow
+from conftest import KEEP_LOGS, VENV_BIN, Run, _env, jobs_from, slurm, write_workflow
 
 
 def plain(workdir: Path, *args: str, env: dict[str, str] | None = None, timeout_s: float = 300) -> Run:
@@ -129,7 +129,7 @@ rule typo:
 def test_the_official_plugins_resource_names_submit_what_they_say(cluster, tmp_path):
     workdir = write_workflow(tmp_path / "wf", OFFICIAL_NAMES)
     start = since()
-    run = plain(workdir)
+    run = plain(workdir, KEEP_LOGS)
     assert run.returncode == 0, run.output
     text = {name: (workdir / f"{name}.txt").read_text().split()
             for name in ("gres", "mpi", "cpus_per_gpu", "cluster", "partitions", "typo")}
@@ -187,7 +187,10 @@ def test_group_jobs_are_steps_of_their_own_and_pipes_run(cluster, tmp_path):
     assert len({j["id"] for j in jobs}) == 6, jobs
     assert {j["state"] for j in jobs} == {"COMPLETED"}, jobs
     assert "cancelling" not in run.output
-    assert len(list((workdir / ".snakemake/slurm-gpu/logs/g_a_b").iterdir())) == 5
+    assert len(list((workdir / ".snakemake/slurm-gpu/events/g_a_b").iterdir())) == 5
+    # steps that succeeded leave their event log only (as the official plugin removes its logs)
+    assert not (workdir / ".snakemake/slurm-gpu/logs/g_a_b").exists()
+    assert not (workdir / ".snakemake/slurm-gpu/scripts/g_a_b").exists()
 
 
 GPU_STEP = r'''
@@ -227,3 +230,51 @@ rule step:
     assert (workdir / "step.txt").read_text().split() == ["mem=500", "per_cpu=none"]
     assert "SLURM_* variables are not passed on to the steps' jobs" in log
     assert os.environ.get("SLURM_JOB_ID") is None  # the test itself runs outside any job
+
+
+SETTINGS = r"""
+rule all:
+    input: "ok.txt", "bad.txt"
+
+rule ok:
+    output: "ok.txt"
+    shell: "echo $SLURM_JOB_ID > {output}"
+
+rule bad:
+    output: "bad.txt"
+    shell: "echo failing on purpose; exit 3"
+"""
+
+
+def test_settings_users_of_the_official_plugin_rely_on(cluster, tmp_path):
+    workdir = write_workflow(tmp_path / "wf", SETTINGS)
+    logdir = tmp_path / "slurm-logs"
+    old_events = workdir / ".snakemake/slurm-gpu/events/gone"
+    old_events.mkdir(parents=True)
+    for name, age_days in (("old.jsonl", 11), ("recent.jsonl", 9)):
+        (old_events / name).write_text("{}\n")
+        past = time.time() - age_days * 86400
+        os.utime(old_events / name, (past, past))
+    reservation = "sg-test"
+    slurm("scontrol", "create", "reservation", f"reservationname={reservation}", "users=root", "starttime=now",
+          "duration=5", "nodes=n2")
+    try:
+        start = since()
+        run = plain(workdir, "--keep-going", "--slurm-gpu-logdir", str(logdir), "--slurm-gpu-jobname-prefix", "proj",
+                    "--slurm-gpu-qos", "normal", "--slurm-gpu-reservation", reservation)
+        assert run.returncode != 0, run.output
+        ok_job = (workdir / "ok.txt").read_text().strip()
+        shown = slurm("scontrol", "show", "job", ok_job)  # (the reservation is shown while it exists)
+    finally:
+        slurm("scontrol", "delete", f"reservationname={reservation}")
+    assert "JobName=proj-ok" in shown and "QOS=normal" in shown and f"Reservation={reservation}" in shown
+    assert " NodeList=n2" in shown
+    assert {j["name"] for j in jobs_from(workdir, start)} == {"proj-ok", "proj-bad"}
+    # the failed step's log is kept, in the log directory; the successful one's is gone
+    (bad_log,) = (logdir / "bad" / "all").glob("*.log")
+    assert "failing on purpose" in bad_log.read_text()
+    assert str(bad_log) in run.output  # the failure message points at it
+    assert not (logdir / "ok").exists()
+    assert not (workdir / ".snakemake/slurm-gpu/logs").exists()
+    # event logs older than --slurm-gpu-delete-logs-older-than (10 days) are removed at the end
+    assert sorted(p.name for p in old_events.iterdir()) == ["recent.jsonl"]

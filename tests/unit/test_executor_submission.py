@@ -197,3 +197,27 @@ def test_a_direct_step_whose_outputs_cannot_be_prepared_is_not_submitted(workdir
     with pytest.raises(SubmitError, match="could not prepare its outputs: Write-protected output files"):
         Executor._submit(me, SimpleNamespace(attempt=1), build_spec("count", {}), StepPaths.of(workdir, "count", {}))
     assert fake_slurm.calls == []
+
+
+def test_a_job_refused_for_its_account_names_the_users_accounts(workdir: Path, fake_slurm: FakeSlurm) -> None:
+    fake_slurm.answer(["sbatch", "--parsable"], returncode=1,
+                      stderr="sbatch: error: Batch job submission failed: Invalid account or account/partition "
+                             "combination specified\n")
+    fake_slurm.answer(slurm.user_accounts_argv(), stdout="proj-a\nproj-b\n")
+    me = stand_in(workdir, fake_slurm)
+    me._account_hint = lambda spec, error: Executor._account_hint(me, spec, error)
+    with pytest.raises(SubmitError) as excinfo:
+        Executor._submit(me, SimpleNamespace(attempt=1), build_spec("train", {}), StepPaths.of(workdir, "train", {}))
+    message = str(excinfo.value)
+    assert "Invalid account" in message
+    assert "HINT: rule 'train': no slurm_account is set" in message and "your accounts: proj-a, proj-b" in message
+
+
+def test_other_refusals_get_no_account_hint(workdir: Path, fake_slurm: FakeSlurm) -> None:
+    fake_slurm.answer(["sbatch", "--parsable"], returncode=1,
+                      stderr="sbatch: error: invalid partition specified: nosuch\n")
+    me = stand_in(workdir, fake_slurm)
+    me._account_hint = lambda spec, error: Executor._account_hint(me, spec, error)
+    with pytest.raises(SubmitError) as excinfo:
+        Executor._submit(me, SimpleNamespace(attempt=1), build_spec("train", {}), StepPaths.of(workdir, "train", {}))
+    assert "HINT" not in str(excinfo.value) and fake_slurm.argvs() == [["sbatch", "--parsable"]]
