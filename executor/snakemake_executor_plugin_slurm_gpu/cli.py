@@ -1,8 +1,11 @@
 """`slurm-gpu`: what happened to a workflow's steps, from the event logs the executor and the jobs
 wrote under `<workflow>/.snakemake/slurm-gpu/events/`.
 
-    slurm-gpu status   [--directory DIR] [--json]     a table of steps (or a JSON list of StepSummary)
-    slurm-gpu timeline [--directory DIR] [-o OUT ...] a picture (.png / .svg); needs matplotlib
+    slurm-gpu status     [--directory DIR] [--json]     a table of steps (or a JSON list of StepSummary)
+    slurm-gpu timeline   [--directory DIR] [-o OUT ...] a picture (.png / .svg); needs matplotlib
+    slurm-gpu efficiency [--directory DIR] [--csv PATH] what each step used of its CPUs, memory and
+                                                       GPUs, GPU-hours lost to preemption (asks sacct)
+    slurm-gpu explain    [--directory DIR] [-- SNAKEMAKE_ARGS]  the batch scripts a run would submit
 
 Exit status: 0 done; 1 no event logs in DIR; 2 a usage error, or matplotlib missing for `timeline`.
 
@@ -21,7 +24,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable, Sequence, TextIO
 
-from . import events, timeline
+from . import efficiency, events, timeline
 from .paths import STATE_DIR
 
 # the executor's last words in explain mode (executor.Executor._explain)
@@ -126,6 +129,21 @@ def cmd_timeline(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     return 0
 
 
+# ------------------------------------------------------------------ efficiency
+def cmd_efficiency(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    steps = load_steps(args.directory, err)
+    found = efficiency.compute(steps, run=efficiency.default_run,
+                               now=args.now if args.now is not None else time.time())
+    out.write(efficiency.format_table(found))
+    if args.csv is not None:
+        try:
+            print(efficiency.write_csv(found, args.csv), file=out)
+        except OSError as e:
+            print(f"slurm-gpu efficiency: cannot write {args.csv}: {e}", file=err)
+            return 2
+    return 0
+
+
 def cmd_explain(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     """Snakemake with --slurm-gpu-explain: the batch script of every step the run would submit, and
     nothing submitted. Snakemake ends such a run with an error; here that is the expected end."""
@@ -157,12 +175,19 @@ def _timeline_arguments(parser: argparse.ArgumentParser) -> None:
                              f"DIR/{STATE_DIR}/timeline.png and .svg)")
 
 
+def _efficiency_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--csv", type=Path, metavar="PATH",
+                        help="also write the figures as CSV (columns: " + ", ".join(efficiency.CSV_COLUMNS) + ")")
+
+
 def _explain_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("snakemake_args", nargs=argparse.REMAINDER, metavar="-- SNAKEMAKE_ARGS",
                         help="what you would pass to snakemake (targets, --profile, --config, ...)")
 
 
 COMMANDS: dict[str, Command] = {
+    "efficiency": ("what each step's Slurm jobs used of their CPUs, memory and GPUs (from sacct), "
+                   "and GPU-hours lost to preemption", _efficiency_arguments, cmd_efficiency),
     "explain": ("print the batch script every step of the run would get, without submitting anything",
                 _explain_arguments, cmd_explain),
     "status": ("a table of the workflow's steps: state, job, restarts, what preemptions cost",

@@ -876,6 +876,16 @@ class Executor(RemoteExecutor):
             if removed:
                 self.logger.info(f"slurm-gpu: removed {removed} log, script and event file(s) older than {days} "
                                  "day(s) (--slurm-gpu-delete-logs-older-than)")
+        if self.settings.efficiency_report is not None and self.allocation is None:
+            target = Path(self.settings.efficiency_report)
+            target = target if target.is_absolute() else self.root / target
+            from . import efficiency  # sacct and the timeline's analysis: only when asked for
+
+            try:
+                written = efficiency.write_report(self.root, target, run=self._slurm)
+                self.logger.info(f"slurm-gpu: efficiency report written to {written}")
+            except OSError as e:
+                self.logger.warning(f"slurm-gpu: could not write the efficiency report {target}: {e}")
 
     def _back_off(self, changed: bool) -> None:
         """Poll Slurm fast while jobs are finishing, slower while nothing happens."""

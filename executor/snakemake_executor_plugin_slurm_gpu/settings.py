@@ -145,6 +145,12 @@ class ExecutorSettings(ExecutorSettingsBase):
                           "on that node again. By default the new job excludes it (sbatch --exclude), as long as "
                           "the partition keeps enough other nodes for the step."},
     )
+    efficiency_report: Optional[Path] = field(
+        default=None,
+        metadata={"help": "After the run, write what each step used of its CPUs, memory and GPUs (from sacct) "
+                          "and the GPU-hours lost to preemption to this file (CSV if it ends in .csv, else a "
+                          "table); `slurm-gpu efficiency` prints the same at any time."},
+    )
     slurm_timeout_s: int = field(
         default=60,
         metadata={"help": "Timeout of each Slurm command (sbatch, squeue, sacct, scancel, sinfo)."},

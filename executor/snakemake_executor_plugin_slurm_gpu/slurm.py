@@ -283,3 +283,113 @@ def parse_sinfo(stdout: str) -> tuple[dict[str, int], str | None]:
         count = max((int(m) for m in _GPU_GRES.findall(re.sub(r"\([^)]*\)", "", gres))), default=0)
         gpus[name] = max(gpus.get(name, 0), count)
     return gpus, default
+
+
+# ---------------------------------------------------------------- usage of finished jobs (efficiency.py)
+
+SACCT_USAGE_FIELDS = ("JobIDRaw", "JobID", "State", "ElapsedRaw", "TotalCPU", "AllocCPUS", "ReqMem", "MaxRSS",
+                      "AllocTRES", "NNodes")
+SACCT_USAGE_CHUNK = 1000  # job ids per sacct call: one argument stays far below the kernel's limit
+
+
+def sacct_usage_argv(job_ids: Iterable[str], clusters: str | None = None) -> list[str]:
+    # --duplicates: every run of a requeued job (same id), each followed by its job steps;
+    # --units=M: sizes in MB (MaxRSS '214.45M'; ReqMem keeps a 'c'/'n' suffix before 21.08)
+    return ["sacct", "--noheader", "--parsable2", "--duplicates", "--units=M", *_on(clusters),
+            f"--jobs={','.join(job_ids)}", f"--format={','.join(SACCT_USAGE_FIELDS)}"]
+
+
+@dataclass(frozen=True)
+class UsageRecord:
+    """One line of sacct_usage_argv(): a run of a job (step == "") or one of its job steps."""
+
+    job_id: str                 # "123"
+    step: str                   # "" for the allocation, else "batch", "extern", "0", ...
+    state: str                  # verbatim, e.g. "CANCELLED by 0"
+    elapsed_s: int
+    total_cpu_s: float          # user + system CPU of the job's (or step's) processes
+    alloc_cpus: int
+    req_mem: str                # verbatim: '500M' (21.08+: the whole job's), '500Mn' / '100Mc' before
+    max_rss_mb: float | None    # None: accounting gathered nothing (steps only)
+    alloc_tres: str             # 'billing=4,cpu=4,gres/gpu=4,node=2'
+    nodes: int
+
+
+_USAGE_ID = re.compile(r"^([0-9]+)(?:\.([A-Za-z0-9_+-]+))?$")
+_SIZE = re.compile(r"^([0-9]+(?:\.[0-9]*)?)([KMGTP]?)$")
+_SIZE_MB = {"K": 1 / 1024, "": 1.0, "M": 1.0, "G": 1024.0, "T": 1024.0 ** 2, "P": 1024.0 ** 3}
+_REQ_MEM = re.compile(r"^([0-9]+(?:\.[0-9]*)?)([KMGTP]?)([nc]?)$")
+_DURATION = re.compile(r"^(?:([0-9]+)-)?(?:([0-9]+):)?([0-9]+):([0-9]+(?:\.[0-9]*)?)$")
+
+
+def parse_size_mb(text: str, default_unit: str = "M") -> float | None:
+    """'214.45M', '219600K', '2G' -> MB (1024-based, as Slurm counts); None for '' or a foreign value.
+    A bare number is in `default_unit` (with --units=M: MB)."""
+    match = _SIZE.match(text.strip())
+    if not match:
+        return None
+    return float(match.group(1)) * _SIZE_MB[match.group(2) or default_unit]
+
+
+def parse_duration_s(text: str) -> float | None:
+    """sacct's TotalCPU / Elapsed: 'MM:SS.mmm', 'HH:MM:SS', 'D-HH:MM:SS' -> seconds; None otherwise."""
+    match = _DURATION.match(text.strip())
+    if not match:
+        return None
+    days, hours, minutes, seconds = match.groups()
+    return int(days or 0) * 86400 + int(hours or 0) * 3600 + int(minutes) * 60 + float(seconds)
+
+
+def req_mem_per_node_mb(req_mem: str, alloc_cpus: int, nodes: int) -> float | None:
+    """The memory a job asked for on each node, in MB, from sacct's ReqMem: '500Mn' (per node) and
+    '100Mc' (per CPU) before Slurm 21.08; from 21.08 on a bare '400M', the whole job's (per node or
+    per CPU times the nodes or CPUs). None for '' or 0 (no request: the node's memory)."""
+    match = _REQ_MEM.match(req_mem.strip())
+    if not match:
+        return None
+    amount = float(match.group(1)) * _SIZE_MB[match.group(2) or "M"]
+    if amount <= 0:
+        return None
+    per = match.group(3)
+    if per == "n":
+        return amount
+    if per == "c":
+        return amount * max(alloc_cpus, 1) / max(nodes, 1)
+    return amount / max(nodes, 1)
+
+
+_TRES_GPU = re.compile(r"^gres/gpu(:[^=]+)?=([0-9]+)$")
+
+
+def tres_gpus(tres: str) -> int:
+    """GPUs in a TRES list ('cpu=4,gres/gpu=4,node=2'); typed counts ('gres/gpu:a100=4') only when the
+    untyped one is missing (newer releases list both)."""
+    untyped, typed = None, 0
+    for item in tres.split(","):
+        match = _TRES_GPU.match(item.strip())
+        if match and match.group(1) is None:
+            untyped = int(match.group(2))
+        elif match:
+            typed += int(match.group(2))
+    return untyped if untyped is not None else typed
+
+
+def parse_sacct_usage(stdout: str) -> list[UsageRecord]:
+    """The lines of sacct_usage_argv() in sacct's order (a job's steps follow its run's line); a
+    truncated or foreign line is skipped."""
+    records = []
+    for line in stdout.splitlines():
+        parts = line.strip().split("|")
+        if len(parts) != len(SACCT_USAGE_FIELDS):
+            continue
+        raw_id, _, state, elapsed, total_cpu, cpus, req_mem, max_rss, tres, nodes = parts
+        match = _USAGE_ID.match(raw_id)
+        if not match or not _STATE_WORD.match(state) or not _JOB_ID.match(elapsed or "x"):
+            continue
+        records.append(UsageRecord(
+            job_id=match.group(1), step=match.group(2) or "", state=state, elapsed_s=int(elapsed),
+            total_cpu_s=parse_duration_s(total_cpu) or 0.0,
+            alloc_cpus=int(cpus) if _JOB_ID.match(cpus) else 0, req_mem=req_mem,
+            max_rss_mb=parse_size_mb(max_rss), alloc_tres=tres,
+            nodes=int(nodes) if _JOB_ID.match(nodes) else 0))
+    return records
