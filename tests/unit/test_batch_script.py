@@ -6,6 +6,7 @@ and review the diff like code: it is what sbatch will read.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import os
 import re
@@ -78,6 +79,20 @@ CASES: dict[str, Case] = {
         build_spec("train", {"gpus": 4, "nodes": 2}),
         StepPaths.of(ROOT, "train", {"model": "resnet"}),
         JobOptions(socket_ifname="ib0"),
+    ),
+    # a profile written for the official plugin: an MPI rule's tasks spread by Slurm, other gres, another
+    # cluster, a list of partitions; executor-wide prefix, qos and reservation
+    "official_names": Case(
+        build_spec("mpi", {"tasks": 8, "mpi": "srun", "cpus_per_task": 2, "gres": "tmpspace:10G",
+                           "clusters": "hpc2", "slurm_partition": "short,long", "mem_mb_per_cpu": 1000}),
+        StepPaths.of(ROOT, "mpi", {"sample": "a"}),
+        JobOptions(job_name_prefix="proj", qos="normal", reservation="maint"),
+    ),
+    # a GPU step from gres, resubmitted after its node failed: the node is excluded
+    "gres_excluded": Case(
+        dataclasses.replace(build_spec("train", {"gres": "gpu:a100:2", "nodes": 2, "cpus_per_gpu": 4}),
+                            exclude=("n3",)),
+        StepPaths.of(ROOT, "train", {}),
     ),
     # a GPU step that opted out of the warning signal: still requeueable, no --signal line
     "gpu_no_signal": Case(
@@ -199,11 +214,17 @@ def test_script_shape(name: str) -> None:
     # sbatch stops reading #SBATCH lines at the first command: all of them must come before it
     first_command = next(i for i, line in enumerate(lines) if line.strip() and not line.startswith("#"))
     assert all(i < first_command for i, line in enumerate(lines) if line.startswith("#SBATCH"))
-    assert sum(line.startswith("#SBATCH --ntasks-per-node=") for line in lines) == 1
-    assert not any(line.startswith(("#SBATCH --ntasks=", "#SBATCH -n", "#SBATCH --gpus-per-task",
-                                    "#SBATCH --gpus=", "#SBATCH --gres")) for line in lines)
+    # one task count: per node, or (a CPU rule's tasks, spread by Slurm) in all
+    spec = CASES[name].spec
+    task_lines = [line for line in lines if line.startswith(("#SBATCH --ntasks-per-node=", "#SBATCH --ntasks="))]
+    assert task_lines == ([f"#SBATCH --ntasks={spec.ntasks}"] if spec.ntasks is not None
+                          else [f"#SBATCH --ntasks-per-node={spec.tasks_per_node}"])
+    assert spec.ntasks is None or not spec.uses_gpus
+    # GPUs only ever per node; --gres only for what is not a GPU
+    assert not any(line.startswith(("#SBATCH -n", "#SBATCH --gpus-per-task", "#SBATCH --gpus="))
+                   for line in lines)
+    assert not any(line.startswith("#SBATCH --gres") and "gpu" in line for line in lines)
     assert "--gpus-per-task" not in text
-    assert "--ntasks=" not in text
 
 
 @pytest.mark.parametrize("name", GPU_CASES)
