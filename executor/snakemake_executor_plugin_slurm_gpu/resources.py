@@ -86,12 +86,22 @@ def unknown_names(resources: Mapping[str, Any]) -> list[str]:
     return sorted(name for name, value in resources.items() if is_unknown(value))
 
 
+# names other tools (cluster-generic profiles, Slurm's own flags) use for what slurm-gpu reads as another
+ALIASES = {
+    "partition": "slurm_partition", "account": "slurm_account", "time": "runtime", "walltime": "runtime",
+    "time_min": "runtime", "ntasks": "tasks", "ntasks_per_node": "tasks_per_node", "cpus": "cpus_per_task",
+    "gpus_per_node": "gpus", "mem_per_cpu": "mem_mb_per_cpu",
+}
+
+
 def misspelt(name: str) -> str | None:
     """The resource a name not read by anybody was probably meant to be ('slurm_partiton' ->
-    'slurm_partition'); None for names that are plainly the user's own (Snakemake schedules on any
-    resource name, e.g. load=1)."""
+    'slurm_partition', 'partition' -> 'slurm_partition'); None for names that are plainly the
+    user's own (Snakemake schedules on any resource name, e.g. load=1)."""
     if name in SLURM_RESOURCES or name in SNAKEMAKE_RESOURCES or name.startswith("_"):
         return None
+    if name in ALIASES:
+        return ALIASES[name]
     close = difflib.get_close_matches(name, SLURM_RESOURCES, n=1, cutoff=0.8)
     return close[0] if close else None
 

@@ -169,7 +169,7 @@ def test_partition_lists_are_passed_on() -> None:
 @pytest.mark.parametrize(
     ("name", "meant"),
     [("slurm_partiton", "slurm_partition"), ("slurm_acount", "slurm_account"), ("cpu_per_task", "cpus_per_task"),
-     ("gpu_modle", "gpu_model"), ("load", None), ("mem_mb", None), ("_cores", None), ("disk_mb", None)],
+     ("gpu_modle", "gpu_model"), ("partition", "slurm_partition"), ("time", "runtime"), ("load", None), ("mem_mb", None), ("_cores", None), ("disk_mb", None)],
 )
 def test_misspelt_names_the_closest_resource(name: str, meant: str | None) -> None:
     assert misspelt(name) == meant
