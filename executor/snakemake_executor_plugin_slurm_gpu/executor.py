@@ -99,7 +99,8 @@ class Executor(RemoteExecutor):
         self._direct_steps: set[str] = set()
         self._clusters: dict[str | None, ClusterInfo] = {}
         self._said: set[str] = set()  # warnings given once per run
-        self._environment = self._slurm_environment()
+        self._environment = submit_env.SlurmEnvironment(os.environ, keep_outer_job=self.allocation is not None,
+                                                        say=self.logger.warning)
 
     def _job_options(self) -> JobOptions:
         """The executor-wide parts of every batch script, checked before anything is submitted."""
@@ -116,35 +117,13 @@ class Executor(RemoteExecutor):
 
     # ------------------------------------------------------------ Slurm
     def _slurm(self, argv: Sequence[str], stdin: str | None = None) -> str:
-        env = self._environment
-        if stdin is not None and argv[0] == "sbatch":
-            env = self._sbatch_environment(stdin)
         return slurm.run(argv, timeout_s=self.settings.slurm_timeout_s, stdin=stdin,
-                         runner=functools.partial(slurm.run_subprocess, env=env))
+                         runner=functools.partial(slurm.run_subprocess, env=self._environment.of(argv, stdin)))
 
     def _say_once(self, key: str, message: str) -> None:
         if key not in self._said:
             self._said.add(key)
             self.logger.warning(message)
-
-    def _slurm_environment(self) -> dict[str, str]:
-        """Slurm commands run without the SLURM_* of a job Snakemake itself runs in (submit_env.py)."""
-        leaked = [] if self.allocation is not None else submit_env.outer_job_variables(os.environ)
-        if leaked:
-            self._say_once("outer-job", f"slurm-gpu: Snakemake runs inside Slurm job {submit_env.outer_job(os.environ)}; "
-                           f"its {len(leaked)} SLURM_* variables are not passed on to the steps' jobs (they would "
-                           "take that job's memory, task and CPU settings for their own)")
-        return submit_env.without(os.environ, leaked)
-
-    def _sbatch_environment(self, script: str) -> dict[str, str]:
-        """sbatch without the SBATCH_* variables that would override a line of this script."""
-        overriding = submit_env.overriding(self._environment, script)
-        if overriding:
-            self._say_once("sbatch-env:" + ",".join(overriding),
-                           f"slurm-gpu: {', '.join(overriding)} set in the environment would override the batch "
-                           "script's own #SBATCH lines (sbatch takes variables over the script); they are not "
-                           "passed to sbatch. HINT: use rule resources or slurm_extra instead, or unset them")
-        return submit_env.without(self._environment, overriding)
 
     def _say_retry(self, message: str, wait: float) -> None:
         self.logger.warning(f"slurm-gpu: Slurm is busy or unreachable, retrying in {wait:g} s: {message}")

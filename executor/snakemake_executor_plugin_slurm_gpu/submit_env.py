@@ -15,7 +15,7 @@ Pure: no I/O.
 from __future__ import annotations
 
 import re
-from typing import Mapping
+from typing import Callable, Mapping, Sequence
 
 # sbatch's input variables (sbatch(1), 22.05 to 26.05) -> the options they stand for
 SBATCH_VARIABLES: dict[str, tuple[str, ...]] = {
@@ -87,3 +87,29 @@ def outer_job_variables(environ: Mapping[str, str]) -> list[str]:
 def without(environ: Mapping[str, str], names: list[str] | set[str]) -> dict[str, str]:
     drop = set(names)
     return {name: value for name, value in environ.items() if name not in drop}
+
+
+class SlurmEnvironment:
+    """The environment every Slurm command of a run gets: this process's, less an outer job's SLURM_*
+    (unless the steps run in that allocation on purpose), and for sbatch less the SBATCH_* that would
+    override its script. `say` is told each leaving-out once."""
+
+    def __init__(self, environ: Mapping[str, str], keep_outer_job: bool, say: Callable[[str], None]) -> None:
+        self._say, self._said = say, set()
+        leaked = [] if keep_outer_job else outer_job_variables(environ)
+        if leaked:
+            say(f"slurm-gpu: Snakemake runs inside Slurm job {outer_job(environ)}; its {len(leaked)} SLURM_* "
+                "variables are not passed on to the steps' jobs (they would take that job's memory, task and CPU "
+                "settings for their own)")
+        self.base = without(environ, leaked)
+
+    def of(self, argv: Sequence[str], stdin: str | None = None) -> dict[str, str]:
+        if stdin is None or not argv or argv[0] != "sbatch":
+            return self.base
+        names = overriding(self.base, stdin)
+        if names and tuple(names) not in self._said:
+            self._said.add(tuple(names))
+            self._say(f"slurm-gpu: {', '.join(names)} set in the environment would override the batch script's own "
+                      "#SBATCH lines (sbatch takes variables over the script); they are not passed to sbatch. "
+                      "HINT: use rule resources or slurm_extra instead, or unset them")
+        return without(self.base, names)

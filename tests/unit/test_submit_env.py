@@ -5,7 +5,7 @@ from __future__ import annotations
 from snakemake_executor_plugin_slurm_gpu.batch_script import JobOptions, render_batch_script
 from snakemake_executor_plugin_slurm_gpu.paths import StepPaths
 from snakemake_executor_plugin_slurm_gpu.spec import build_spec
-from snakemake_executor_plugin_slurm_gpu.submit_env import (SBATCH_VARIABLES, outer_job_variables, overriding,
+from snakemake_executor_plugin_slurm_gpu.submit_env import (SBATCH_VARIABLES, SlurmEnvironment, outer_job_variables, overriding,
                                                              script_options, without)
 
 GPU_SCRIPT = render_batch_script(build_spec("train", {"gpus": 2, "runtime": 30, "mem_mb": 4000}),
@@ -40,3 +40,18 @@ def test_inside_a_job_its_variables_are_dropped_but_the_users_setup_is_kept() ->
     assert dropped == ["SLURM_CPUS_ON_NODE", "SLURM_JOB_ID", "SLURM_MEM_PER_CPU"]
     assert without(environ, dropped) == {"SLURM_CONF": "/x", "SLURM_GPU_MAX_REQUEUES": "2",
                                          "SLURM_TIME_FORMAT": "standard", "HOME": "/root"}
+
+
+def test_the_run_environment_says_each_leaving_out_once() -> None:
+    said: list[str] = []
+    environ = {"SLURM_JOB_ID": "7", "SLURM_MEM_PER_CPU": "400", "SBATCH_NO_REQUEUE": "1", "PATH": "/usr/bin"}
+    env = SlurmEnvironment(environ, keep_outer_job=False, say=said.append)
+    assert env.of(["squeue", "--me"]) == {"SBATCH_NO_REQUEUE": "1", "PATH": "/usr/bin"}
+    assert env.of(["sbatch", "--parsable"], GPU_SCRIPT) == {"PATH": "/usr/bin"}
+    env.of(["sbatch", "--parsable"], GPU_SCRIPT)
+    assert len(said) == 2 and "inside Slurm job 7" in said[0] and "SBATCH_NO_REQUEUE set in the environment" in said[1]
+
+
+def test_allocation_mode_keeps_the_allocations_variables() -> None:
+    environ = {"SLURM_JOB_ID": "7", "SLURM_NTASKS": "4"}
+    assert SlurmEnvironment(environ, keep_outer_job=True, say=print).base == environ
