@@ -221,3 +221,14 @@ def test_the_slurm_gpu_command_is_installed(venv: Path, tmp_path: Path) -> None:
     helped = _in_venv(venv, [str(script), "--help"], tmp_path)
     for command in ("status", "timeline", "explain"):
         assert command in helped
+
+
+def test_every_setting_is_documented_in_the_readme_and_the_catalog_page() -> None:
+    # the catalog page (docs/further.md) and the README are written by hand: a new setting must reach both
+    from snakemake_executor_plugin_slurm_gpu.settings import ExecutorSettings
+
+    readme = (ROOT / "README.md").read_text()
+    further = (ROOT / "docs" / "further.md").read_text()
+    for name in (f.name.replace("_", "-") for f in dataclasses.fields(ExecutorSettings)):
+        assert f"`--slurm-gpu-{name}`" in further, name
+        assert f"`{name}`" in readme, name
