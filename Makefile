@@ -60,3 +60,15 @@ bench-venv: .venv-official/.installed
 	test -x .venv-official/bin/python || python3 -m venv .venv-official
 	.venv-official/bin/pip install -q "snakemake==$$($(PY) -c 'import importlib.metadata as m; print(m.version("snakemake"))')" "$(OFFICIAL_PLUGIN)"
 	touch $@
+
+# Snakemake's own test workflows (from the sdist of the installed Snakemake on PyPI, cached in
+# .cache/conformance/) under --executor slurm-gpu, each also with the local executor for comparison;
+# known failures in tests/conformance/known_failures.py
+test-conformance: venv cluster-up
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) tests/conformance/run.py --baseline
+
+# the known failures under the official Slurm plugin on the same cluster: they are not slurm-gpu's
+test-conformance-official: venv bench-venv cluster-up
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) tests/conformance/run.py --official .venv-official/bin/snakemake \
+	  --only $$($(PY) -c 'import sys; sys.path.insert(0, "tests/conformance"); import known_failures as k; print(" ".join(sorted(k.KNOWN_FAILURES)))')
+.PHONY: test-conformance test-conformance-official

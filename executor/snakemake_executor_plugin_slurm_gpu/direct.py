@@ -14,7 +14,9 @@ Slurm itself reruns after a requeue. Pure: reads the job, no I/O."""
 
 from __future__ import annotations
 
+import re
 import shlex
+import string
 import tempfile
 from dataclasses import dataclass
 from typing import Any, Iterable
@@ -43,6 +45,23 @@ def _flagged(files: Iterable[Any], *flags: str) -> bool:
     return any(getattr(f, "flags", {}).get(flag) for f in files for flag in flags)
 
 
+# what the job-side Snakemake's shell() formats a command with besides the Snakefile's own globals (the
+# arguments of the rule's run function); Job.shellcmd, formatted here, adds `name` and `rulename`,
+# which there are the Snakefile's globals of those names
+_RUN_NAMES = {"input", "output", "params", "wildcards", "threads", "resources", "log", "rule", "jobid",
+              "bench_iteration", "bench_record", "basedir", "conda_env", "container_img", "env_modules", "shadow_dir"}
+_JOB_ONLY_NAMES = {"name", "rulename"}
+
+
+def _field_roots(template: str) -> set[str]:
+    """The names a format string looks up: {input.a[0]} -> input."""
+    try:
+        fields = [field for _, field, _, _ in string.Formatter().parse(template) if field]
+    except ValueError:
+        return {"?"}
+    return {re.split(r"[.\[]", field, maxsplit=1)[0] for field in fields}
+
+
 def why_not_direct(job: Any) -> str | None:
     """None when the step can run its shell command directly, else why it needs a job-side Snakemake."""
     if job.is_group():
@@ -50,6 +69,11 @@ def why_not_direct(job: Any) -> str | None:
     rule = job.rule
     if not getattr(rule, "shellcmd", None):
         return "not a shell rule (run, script, notebook, wrapper or cwl)"
+    module_globals = getattr(rule, "module_globals", None)
+    if module_globals is not None and module_globals is not rule.workflow.globals:
+        return "a rule of a module (its command is formatted with the module's names)"
+    if _field_roots(rule.shellcmd) & (_JOB_ONLY_NAMES - _RUN_NAMES):
+        return "its command names {name} or {rulename}, which the job side formats from the Snakefile's globals"
     for attr in ("script", "notebook", "wrapper", "cwl", "template_engine"):
         if getattr(rule, attr, None):
             return f"a {attr} rule"

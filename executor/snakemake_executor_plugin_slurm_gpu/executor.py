@@ -145,10 +145,11 @@ class Executor(RemoteExecutor):
         """Partitions and their GPUs per node: asked once per run (and per named cluster)."""
         if clusters not in self._clusters:
             try:
-                gpus, default = slurm.parse_sinfo(self._slurm_retrying(slurm.sinfo_argv(clusters)))
+                listing = self._slurm_retrying(slurm.sinfo_argv(clusters))
             except slurm.SlurmError as e:
                 raise WorkflowError(f"slurm-gpu could not ask Slurm for its partitions: {e}") from None
-            self._clusters[clusters] = ClusterInfo(gpus, default)
+            gpus, default = slurm.parse_sinfo(listing)
+            self._clusters[clusters] = ClusterInfo(gpus, default, slurm.parse_sinfo_sizes(listing))
         return self._clusters[clusters]
 
     # ------------------------------------------------------------ pre-flight
@@ -199,6 +200,9 @@ class Executor(RemoteExecutor):
             if meant is not None:
                 self._say_once(f"misspelt:{rule}:{name}", f"slurm-gpu: rule '{rule}': resource '{name}' is not read by "
                                f"slurm-gpu; did you mean '{meant}'? (It is passed to nobody as it stands.)")
+        if given.get("gpu_model") and not (given.get("gpus") or given.get("gpu") or "gpu" in str(given.get("gres", ""))):
+            self._say_once(f"model:{rule}", f"slurm-gpu: rule '{rule}': resource 'gpu_model' is set but the rule asks "
+                           "for no GPUs, so no GPU is requested for it (set gpus to get one)")
         if given.get("gpu_manufacturer"):
             self._say_once(f"maker:{rule}", f"slurm-gpu: rule '{rule}': Slurm cannot be asked for a GPU maker, so "
                            "resource 'gpu_manufacturer' is not submitted. HINT: use gpu_model (the type in gres.conf) "
@@ -224,7 +228,10 @@ class Executor(RemoteExecutor):
             except WildcardError as e:
                 errors.append(str(e))
             # one check per rule and resource set (resources may depend on wildcards)
-            key = (job.name, tuple(sorted((str(k), str(v)) for k, v in job.resources.items())))
+            try:
+                key = (job.name, tuple(sorted((str(k), str(v)) for k, v in job.resources.items())))
+            except Exception:  # noqa: BLE001 - a resource function that only works once the inputs exist
+                continue  # Snakemake itself evaluates it just before the job runs: it is checked then
             if key in seen:
                 continue
             seen.add(key)
@@ -526,12 +533,12 @@ class Executor(RemoteExecutor):
             spec = self._spec(job)
         except ResourceError as e:
             # resources known only now (functions of the inputs) are checked only now
-            self.report_job_error(SubmittedJobInfo(job), msg=f"slurm-gpu: not submitted: {e}")
+            self._refuse(job, f"slurm-gpu: not submitted: {e}")
             return
         try:
             self._check_targets(job)
         except WildcardError as e:
-            self.report_job_error(SubmittedJobInfo(job), msg=f"slurm-gpu: not submitted: {e}")
+            self._refuse(job, f"slurm-gpu: not submitted: {e}")
             return
         paths = self._paths(job)
         provenance = self._provenance_digest(job)
@@ -556,9 +563,16 @@ class Executor(RemoteExecutor):
         try:
             job_id = self._submit(job, spec, paths, provenance=provenance)
         except SubmitError as e:
-            self.report_job_error(SubmittedJobInfo(job), msg=f"slurm-gpu: step {paths.key}: {e}")
+            self._refuse(job, f"slurm-gpu: step {paths.key}: {e}")
             return
         self.report_job_submission(SubmittedJobInfo(job, external_jobid=job_id, aux={"paths": paths, "spec": spec}))
+
+    def _refuse(self, job: JobExecutorInterface, message: str) -> None:
+        """A step that could not be submitted fails with `message`. Snakemake prints a group job's
+        error without it ("message: None"), so for those it is said here."""
+        if job.is_group():
+            self.logger.error(message)
+        self.report_job_error(SubmittedJobInfo(job), msg=message)
 
     def _start_in_allocation(self, job: JobExecutorInterface, spec: StepSpec, paths: StepPaths) -> None:
         """Allocation mode: the step's script as job steps of Snakemake's own allocation."""

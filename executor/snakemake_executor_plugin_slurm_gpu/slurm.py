@@ -262,27 +262,46 @@ def parse_names(stdout: str) -> list[str]:
 
 def sinfo_argv(clusters: str | None = None) -> list[str]:
     # with --clusters, sinfo puts a "CLUSTER: name" line before each cluster's rows (parse_sinfo skips it)
-    return ["sinfo", "--noheader", *_on(clusters), "--format=%P|%G"]
+    return ["sinfo", "--noheader", *_on(clusters), "--format=%P|%G|%c|%m"]
 
 
 _GPU_GRES = re.compile(r"(?:^|,)gpu(?::[A-Za-z0-9_.-]+)?:(\d+)")
+
+
+def _sinfo_rows(stdout: str) -> Iterable[tuple[str, bool, list[str]]]:
+    """(partition, is the default, the other fields) of each partition line."""
+    for line in stdout.splitlines():
+        parts = line.strip().split("|")
+        if len(parts) not in (2, 4) or not parts[0]:
+            continue
+        name = parts[0]
+        yield name.rstrip("*"), name.endswith("*"), parts[1:]
 
 
 def parse_sinfo(stdout: str) -> tuple[dict[str, int], str | None]:
     """(partition -> most GPUs on one of its nodes, default partition)."""
     gpus: dict[str, int] = {}
     default = None
-    for line in stdout.splitlines():
-        parts = line.strip().split("|")
-        if len(parts) != 2 or not parts[0]:
-            continue
-        name, gres = parts
-        if name.endswith("*"):
-            name = name[:-1]
+    for name, is_default, (gres, *_) in _sinfo_rows(stdout):
+        if is_default:
             default = name
         count = max((int(m) for m in _GPU_GRES.findall(re.sub(r"\([^)]*\)", "", gres))), default=0)
         gpus[name] = max(gpus.get(name, 0), count)
     return gpus, default
+
+
+def parse_sinfo_sizes(stdout: str) -> dict[str, tuple[int | None, int | None]]:
+    """partition -> (most CPUs, most memory in MB of one of its nodes); None where sinfo printed no
+    plain number ('4+': nodes differ within the line, so the largest is not known)."""
+    sizes: dict[str, tuple[int | None, int | None]] = {}
+    for name, _, fields in _sinfo_rows(stdout):
+        if len(fields) != 3:
+            continue
+        cpus, mem = (int(v) if v.isdigit() else None for v in fields[1:])
+        old_cpus, old_mem = sizes.get(name, (0, 0))
+        sizes[name] = (None if cpus is None or old_cpus is None else max(cpus, old_cpus),
+                       None if mem is None or old_mem is None else max(mem, old_mem))
+    return sizes
 
 
 # ---------------------------------------------------------------- usage of finished jobs (efficiency.py)

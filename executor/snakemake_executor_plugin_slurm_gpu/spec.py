@@ -68,6 +68,8 @@ class ClusterInfo:
 
     gpus_per_node: Mapping[str, int]  # partition -> largest GPU count of one of its nodes
     default_partition: str | None = None
+    # partition -> (most CPUs, most memory in MB of one of its nodes); None or absent: not known
+    sizes: Mapping[str, tuple[int | None, int | None]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -224,20 +226,22 @@ def build_spec(rule: str, resources: Mapping[str, Any], threads: int = 1, requeu
         cpus_per_task *= gpus_per_node  # cpus_per_task is per rank; torchrun's one task holds them all
     mem_mb = resources.get("mem_mb")
     mem_mb_per_cpu = resources.get("mem_mb_per_cpu")
+    # 0 asks for nothing (Snakemake's tests use --default-resources mem_mb=0 so); Slurm's --mem=0 would
+    # be the whole node's memory
     if mem_mb_per_cpu is not None:
-        mem_mb_per_cpu = _as_count(rule, "mem_mb_per_cpu", mem_mb_per_cpu, 1, "set mem_mb_per_cpu in MB, e.g. 2000")
+        mem_mb_per_cpu = _as_count(rule, "mem_mb_per_cpu", mem_mb_per_cpu, 0, "set mem_mb_per_cpu in MB, e.g. 2000") or None
+    if mem_mb_per_cpu is not None:
         mem_mb = None  # Slurm refuses both; per-CPU is the more specific wish
     elif mem_mb is not None:
-        mem_mb = _as_count(rule, "mem_mb", mem_mb, 1, "set mem_mb in MB per node, e.g. 16000")
+        mem_mb = _as_count(rule, "mem_mb", mem_mb, 0, "set mem_mb in MB per node, e.g. 16000") or None
     runtime = resources.get("runtime")
     time_min = None if runtime is None else _as_count(
         rule, "runtime", runtime, 1, "set runtime in minutes, e.g. runtime=120")
     if gpu_model is not None and not re.fullmatch(r"[A-Za-z0-9_.-]+", gpu_model):
         raise ResourceError(rule, "gpu_model", f"is {gpu_model!r}",
                             "use the GPU type as Slurm's gres.conf names it, e.g. a100")
-    if gpu_model is not None and not gpus:
-        raise ResourceError(rule, "gpu_model", f"is {gpu_model!r} but the rule asks for no GPUs",
-                            "also set gpus")
+    if not gpus:
+        gpu_model = None  # a default gpu_model (--default-resources) must not make CPU rules unsubmittable
     lead = resources.get("signal_lead_s")
     lead_s = _as_count(rule, "signal_lead_s", signal_lead_s if lead is None else lead, 0,
                        "set signal_lead_s to the seconds a checkpoint needs, e.g. 90, or 0 for no signal") \
@@ -351,3 +355,27 @@ def check_capacity(spec: StepSpec, cluster: ClusterInfo) -> None:
         raise ResourceError(spec.rule, "gpus",
                             f"puts {spec.gpus_per_node} GPUs on each of {spec.nodes} node(s), but the nodes of "
                             f"{where} have at most {available}", fix)
+    _check_node_size(spec, names, cluster)
+
+
+def _check_node_size(spec: StepSpec, partitions: list[str], cluster: ClusterInfo) -> None:
+    """CPUs and memory one node must hold: more than any node has would leave the job pending for ever
+    (Slurm accepts it, reason PartitionConfig)."""
+    sizes = [cluster.sizes.get(p, (None, None)) for p in partitions]
+    where = f"partition '{partitions[0]}'" if len(partitions) == 1 else f"partitions '{','.join(partitions)}'"
+    cpus = max(spec.cpus_per_task, 1) * (spec.tasks_per_node if spec.ntasks is None else 1)
+    most_cpus = [c for c, _ in sizes]
+    if None not in most_cpus and cpus > max(most_cpus):
+        limit = max(most_cpus)
+        name = "cpus_per_task" if spec.uses_gpus or spec.tasks_per_node > 1 else "cpus_per_task / threads"
+        raise ResourceError(spec.rule, name, f"asks for {cpus} CPUs on one node, but the nodes of {where} have "
+                            f"at most {limit}, so the job would wait for ever",
+                            f"ask for at most {limit} CPUs per node (threads, cpus_per_task x tasks per node)")
+    mem = spec.mem_mb if spec.mem_mb is not None else (
+        spec.mem_mb_per_cpu * cpus if spec.mem_mb_per_cpu is not None else None)
+    most_mem = [m for _, m in sizes]
+    if mem is not None and None not in most_mem and mem > max(most_mem):
+        name = "mem_mb" if spec.mem_mb is not None else "mem_mb_per_cpu"
+        raise ResourceError(spec.rule, name, f"asks for {mem} MB on one node, but the nodes of {where} have at "
+                            f"most {max(most_mem)} MB, so the job would wait for ever",
+                            f"ask for at most {max(most_mem)} MB per node")

@@ -149,3 +149,23 @@ def test_file_names_and_commands_reach_bash_literally(tmp_path: Path) -> None:
     done = run_lines(tmp_path, made(command, wait_for=(hostile,)))
     assert done.stdout.split() == ["2", "rc=0"], done.stderr
     assert not (tmp_path / "pwned").exists() and not (tmp_path / "pwned2").exists()
+
+
+def _rule(shellcmd: str, **attrs: Any) -> SimpleNamespace:
+    return SimpleNamespace(shellcmd=shellcmd, script=None, notebook=None, wrapper=None, cwl=None,
+                           template_engine=None, norun=False, is_handover=False, **attrs)
+
+
+@pytest.mark.parametrize("shellcmd", ["echo {name} > {output}", "echo {rulename} > {output}"])
+def test_a_command_naming_what_the_job_side_formats_otherwise_keeps_the_job_side_snakemake(shellcmd: str) -> None:
+    # Job.shellcmd fills {name} with the job's name; the job side's shell() with the Snakefile's global
+    assert "{name} or {rulename}" in direct.why_not_direct(job(rule=_rule(shellcmd)))
+
+
+def test_a_rule_of_a_module_keeps_the_job_side_snakemake() -> None:
+    workflow = SimpleNamespace(globals={"config": {}})
+    in_module = _rule("echo {config} > {output}", workflow=workflow, module_globals={"config": {"a": 1}})
+    in_main = _rule("echo {config} {input.a[0]} {resources.mem_mb:d} {{x}} > {output}", workflow=workflow,
+                    module_globals=workflow.globals)
+    assert "a rule of a module" in direct.why_not_direct(job(rule=in_module))
+    assert direct.why_not_direct(job(rule=in_main)) is None

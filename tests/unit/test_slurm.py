@@ -141,7 +141,7 @@ def test_parse_sinfo(stdout: str, gpus: dict[str, int], default: str | None) -> 
          ["sacct", "--noheader", "--parsable2", "-X", "--jobs=7,8",
           "--format=JobIDRaw,State,Reason,ExitCode,NodeList"]),
         (slurm.scancel_argv(["5", "6"]), ["scancel", "5", "6"]),
-        (slurm.sinfo_argv(), ["sinfo", "--noheader", "--format=%P|%G"]),
+        (slurm.sinfo_argv(), ["sinfo", "--noheader", "--format=%P|%G|%c|%m"]),
     ],
     ids=["sbatch", "squeue", "squeue-iterable", "sacct", "scancel", "sinfo"],
 )
@@ -282,3 +282,9 @@ def test_unit_tests_cannot_reach_real_slurm() -> None:
     # the autouse guard in conftest.py: the default runner would otherwise run the real sinfo
     with pytest.raises(AssertionError, match="tried to run Slurm"):
         slurm.run(slurm.sinfo_argv())
+
+
+def test_parse_sinfo_sizes() -> None:
+    listing = "debug*|gpu:2|4|4000\nurgent|gpu:2|4+|4000\nbig|(null)|64|512000\nbig|(null)|32|1024000\nCLUSTER: x\n"
+    assert slurm.parse_sinfo_sizes(listing) == {"debug": (4, 4000), "urgent": (None, 4000), "big": (64, 1024000)}
+    assert slurm.parse_sinfo(listing) == ({"debug": 2, "urgent": 2, "big": 0}, "debug")
