@@ -45,8 +45,8 @@ TIMEOUT_S: dict[str, float] = {"test_threads": 40}
 
 SKIPPED: dict[str, str] = {
     # would only wait for the timeout
-    "test_threads_overwrite": f"asks threads=20; {_CLUSTER} (the job would stay pending; see test_threads)",
-    "test_scheduler_sequential_all_cores": f"asks threads=89; {_CLUSTER} (the job would stay pending)",
+    "test_threads_overwrite": f"asks threads=20; {_CLUSTER} (refused before submission, as test_threads)",
+    "test_scheduler_sequential_all_cores": f"asks threads=89; {_CLUSTER} (refused before submission)",
     "test_pipes_fail": "hangs with the local executor too (the failed pipe's consumer is never ended)",
     # software that is not installed here or in CI
     "test_ioutils": "needs pandas", "test_params_pickling": "needs pandas", "test_paramspace": "needs pandas",
