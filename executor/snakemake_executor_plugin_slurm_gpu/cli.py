@@ -49,23 +49,13 @@ def events_dir(directory: Path) -> Path:
 def load_steps(directory: Path, err: TextIO | None = None) -> dict[str, list[dict[str, Any]]]:
     """{"rule/wildcards": its events} for every step log under the workflow `directory`. A log that
     cannot be read is said on `err` and skipped; NoEventLogs when there is none at all."""
-    logs = list(events.step_logs(directory / STATE_DIR))
-    if not logs:
+    if not any(events.step_logs(directory / STATE_DIR)):
         raise NoEventLogs(events_dir(directory.absolute()))
-    steps: dict[str, list[dict[str, Any]]] = {}
-    for log in logs:
-        try:
-            steps[f"{log.parent.name}/{log.stem}"] = events.read(log)
-        except OSError as e:  # unreadable (permissions, a directory named *.jsonl): the rest still count
-            print(f"slurm-gpu: skipping {log}: {e}", file=err or sys.stderr)
-    return steps
+    return events.read_steps(directory / STATE_DIR,
+                             lambda log, e: print(f"slurm-gpu: skipping {log}: {e}", file=err or sys.stderr))
 
 
-def summaries(steps: dict[str, list[dict[str, Any]]], now: float) -> list[timeline.StepSummary]:
-    """One summary per step, in the order the timeline draws them (by first submission, then name)."""
-    out = [timeline.summarize(step_events, now=now, step=name) for name, step_events in steps.items()]
-    out.sort(key=lambda s: (s.first_submitted if s.first_submitted is not None else float("inf"), s.step))
-    return out
+summaries = timeline.summaries
 
 
 # ------------------------------------------------------------------ status

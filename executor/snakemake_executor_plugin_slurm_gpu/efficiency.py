@@ -178,8 +178,7 @@ def compute(steps: Mapping[str, Sequence[Mapping[str, Any]]], run: RunSlurm = de
     """The figures of every step of {"rule/wildcards": its events} (cli.load_steps), in the order of
     `slurm-gpu status`. One sacct call per 1000 job ids, whatever the number of steps."""
     clock = now if now is not None else time.time()
-    summaries = [timeline.summarize(step_events, now=clock, step=name) for name, step_events in steps.items()]
-    summaries.sort(key=lambda s: (s.first_submitted if s.first_submitted is not None else float("inf"), s.step))
+    summaries = timeline.summaries(steps, clock)
     usage: dict[str, list[_Run]] | None
     why = ""
     try:
@@ -199,13 +198,7 @@ def _first_line(text: str) -> str:
 def load_steps(directory: Path) -> dict[str, list[dict[str, Any]]]:
     """{"rule/wildcards": its events} for every readable step log under the workflow `directory`
     (an unreadable one is left out; none at all: {})."""
-    found: dict[str, list[dict[str, Any]]] = {}
-    for log in events.step_logs(Path(directory) / STATE_DIR):
-        try:
-            found[f"{log.parent.name}/{log.stem}"] = events.read(log)
-        except OSError:
-            continue
-    return found
+    return events.read_steps(Path(directory) / STATE_DIR)
 
 
 # ------------------------------------------------------------------ output

@@ -24,7 +24,7 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 ENV_VAR = "SLURM_GPU_EVENT_LOG"
 
@@ -113,6 +113,20 @@ def step_logs(state_dir: str | Path) -> Iterator[Path]:
     base = Path(state_dir) / "events"
     if base.is_dir():
         yield from sorted(base.glob("*/*.jsonl"))
+
+
+def read_steps(state_dir: str | Path, on_error: Callable[[Path, OSError], None] | None = None,
+               ) -> dict[str, list[dict[str, Any]]]:
+    """{"rule/wildcards": its events} for every step log under `state_dir`. A log that cannot be read
+    (permissions, a directory named *.jsonl) is told to `on_error` and left out: the rest still count."""
+    steps: dict[str, list[dict[str, Any]]] = {}
+    for log in step_logs(state_dir):
+        try:
+            steps[f"{log.parent.name}/{log.stem}"] = read(log)
+        except OSError as e:
+            if on_error is not None:
+                on_error(log, e)
+    return steps
 
 
 def emit(event: str, **fields: Any) -> None:

@@ -25,7 +25,7 @@ from snakemake_interface_executor_plugins.utils import encode_target_jobs_cli_ar
 from . import (allocation, attach, checkpoints, direct, events, housekeeping, logs, private, resources, slurm, submit_env,
                watchdog)
 from .batch_script import JobOptions, StepCommand, inner_command_line, render_batch_script
-from .paths import STATE_DIR, StepPaths
+from .paths import STATE_DIR, StepPaths, logs_base
 from .policy import Act, Budgets, JobWatch, Limits, StepHistory, Stop
 from .settings import ExecutorSettings
 from .spec import (ClusterInfo, ResourceError, StepSpec, WildcardError, build_spec, check_capacity, check_launch,
@@ -165,7 +165,7 @@ class Executor(RemoteExecutor):
         given = resources.known(given)
         spec = build_spec(job.name, given, job.threads,
                           requeue_signal=self.settings.requeue_signal, signal_lead_s=self.settings.signal_lead_s)
-        self._note_resources(job.name, given)
+        self._note_resources(job.name, given, spec)
         if not job.is_group():
             shell = self._shell_command(job)
             check_launch(spec, shell)
@@ -193,14 +193,14 @@ class Executor(RemoteExecutor):
             command = None
         return command or getattr(job.rule, "shellcmd", None)
 
-    def _note_resources(self, rule: str, given: dict[str, object]) -> None:
+    def _note_resources(self, rule: str, given: dict[str, object], spec: StepSpec) -> None:
         """Resource names that look misspelt, and what Slurm has no request for: said once per rule."""
         for name in given:
             meant = resources.misspelt(name)
             if meant is not None:
                 self._say_once(f"misspelt:{rule}:{name}", f"slurm-gpu: rule '{rule}': resource '{name}' is not read by "
                                f"slurm-gpu; did you mean '{meant}'? (It is passed to nobody as it stands.)")
-        if given.get("gpu_model") and not (given.get("gpus") or given.get("gpu") or "gpu" in str(given.get("gres", ""))):
+        if given.get("gpu_model") and not spec.gpus:
             self._say_once(f"model:{rule}", f"slurm-gpu: rule '{rule}': resource 'gpu_model' is set but the rule asks "
                            "for no GPUs, so no GPU is requested for it (set gpus to get one)")
         if given.get("gpu_manufacturer"):
@@ -863,9 +863,9 @@ class Executor(RemoteExecutor):
         super().shutdown()
         days = self.settings.delete_logs_older_than
         if days and days > 0:
-            base = StepPaths.of(self.root, "x", {}, log_root=self.settings.logdir)
+            state = self.root / STATE_DIR
             removed = housekeeping.remove_older_than(
-                [base.logs_base, base.state_dir / "scripts", base.state_dir / "events"], days * 86400.0)
+                [logs_base(self.root, self.settings.logdir), state / "scripts", state / "events"], days * 86400.0)
             if removed:
                 self.logger.info(f"slurm-gpu: removed {removed} log, script and event file(s) older than {days} "
                                  "day(s) (--slurm-gpu-delete-logs-older-than)")

@@ -43,6 +43,13 @@ def wildcards_name(wildcards: Mapping[str, object]) -> str:
     return safe_name(readable, identity=json.dumps(items), force_hash=ambiguous)
 
 
+def logs_base(root: Path, log_root: Path | None = None) -> Path:
+    """Where every step's log directory lives: the logdir setting, else STATE_DIR/logs."""
+    if log_root is None:
+        return Path(root).absolute() / STATE_DIR / "logs"
+    return log_root if log_root.is_absolute() else Path(root).absolute() / log_root
+
+
 @dataclass(frozen=True)
 class StepPaths:
     """Paths of one step (rule + wildcards). `root` is the workflow's working directory."""
@@ -82,10 +89,7 @@ class StepPaths:
 
     @property
     def logs_base(self) -> Path:
-        """Where every step's log directory lives."""
-        if self.log_root is None:
-            return self.state_dir / "logs"
-        return self.log_root if self.log_root.is_absolute() else self.root / self.log_root
+        return logs_base(self.root, self.log_root)
 
     @property
     def log_dir(self) -> Path:

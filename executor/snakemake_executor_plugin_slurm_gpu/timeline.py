@@ -368,6 +368,13 @@ def summarize(events: Iterable[Mapping[str, Any]], now: float | None = None, ste
     return _summary(s, now)
 
 
+def summaries(steps: Mapping[str, Iterable[Mapping[str, Any]]], now: float) -> list[StepSummary]:
+    """One summary per step, in the order the timeline draws them (by first submission, then name)."""
+    out = [summarize(step_events, now=now, step=name) for name, step_events in steps.items()]
+    out.sort(key=lambda s: (s.first_submitted if s.first_submitted is not None else float("inf"), s.step))
+    return out
+
+
 def _summary(s: _Step, now: float | None) -> StepSummary:
     state = _state(s)
     clock = max(now if now is not None else (s.last_ts or 0.0), s.last_ts or 0.0)
