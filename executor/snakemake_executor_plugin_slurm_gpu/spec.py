@@ -100,7 +100,8 @@ class StepSpec:
     extra: tuple[str, ...] = field(default_factory=tuple)
     # GPU steps are training steps: they checkpoint, so Slurm may requeue them in place and
     # slurm-gpu resubmits them after a time-out; Slurm warns them `signal_lead_s` before the time
-    # limit (and at preemption) with `signal`, unless the rule set signal_lead_s=0
+    # limit (and at preemption) with `signal`, unless the rule set signal_lead_s=0 or its runtime is
+    # too short for the executor-wide lead (build_spec)
     resumable: bool = False
     signal: str | None = None
     signal_lead_s: int | None = None
@@ -180,6 +181,19 @@ LAUNCHERS = ("srun", "torchrun")
 
 REQUEUE_SIGNALS = ("USR1", "USR2", "HUP", "INT", "QUIT", "ALRM", "URG")
 
+# sbatch(1) on --signal: "the signal may be sent up to 60 seconds earlier than specified"
+SIGNAL_SLACK_S = 60
+# Training a step must get between its start and the earliest time the warning may come: starting the
+# ranks (imports, CUDA and NCCL set-up, loading the checkpoint) alone takes tens of seconds, and a step
+# warned before it has trained at all checkpoints, requeues and is warned again at once, for ever.
+MIN_TRAIN_S = 60
+
+
+def max_signal_lead_s(time_min: int) -> int:
+    """The longest lead that still leaves a step of `time_min` minutes MIN_TRAIN_S of training, even
+    if Slurm sends the warning SIGNAL_SLACK_S early (below 1: no lead fits)."""
+    return time_min * 60 - MIN_TRAIN_S - SIGNAL_SLACK_S - 1
+
 
 def check_signal(name: object) -> str:
     """'SIGUSR1' / 'usr1' / '10' -> 'USR1' (the form sbatch --signal takes)."""
@@ -201,7 +215,8 @@ def build_spec(rule: str, resources: Mapping[str, Any], threads: int = 1, requeu
                signal_lead_s: int = 90) -> StepSpec:
     """Turn a rule's resources into a StepSpec, raising ResourceError on anything unsubmittable.
     `requeue_signal`/`signal_lead_s` are the executor-wide defaults for GPU steps; a rule may set
-    its own lead with the resource signal_lead_s."""
+    its own lead with the resource signal_lead_s. A rule's lead that leaves its runtime less than
+    MIN_TRAIN_S of training is refused; the executor-wide lead is dropped (no signal) on such a step."""
     nodes = resources.get("nodes")
     nodes = 1 if nodes is None else _as_count(rule, "nodes", nodes, 1, "set nodes to a whole number >= 1")
     gpus, gpu_model, gres = res.gpu_request(rule, resources, nodes)
@@ -249,6 +264,25 @@ def build_spec(rule: str, resources: Mapping[str, Any], threads: int = 1, requeu
     if lead_s > 65535:  # Slurm keeps the lead in 16 bits
         raise ResourceError(rule, "signal_lead_s", f"is {lead_s}, above Slurm's limit of 65535 seconds",
                             "use a lead of at most 65535 seconds")
+    if lead_s and time_min is not None and lead_s > max_signal_lead_s(time_min):
+        if lead is None:
+            # The executor-wide lead (setting signal-lead-s) is one value for every GPU rule, so it
+            # cannot fit every runtime: a step too short for it (with the default 90 s, runtime <= 3)
+            # gets no signal instead, and stays resumable (requeued by Slurm, resubmitted after a
+            # time-out, from its periodic checkpoints). Not refused: the rule never asked for this lead
+            # (smoke tests with runtime=1 must run). Not shrunk: a shorter lead than the setting's is
+            # less than the checkpoint time the setting promises, and would vary with the runtime.
+            lead_s = 0
+        else:
+            longest = max_signal_lead_s(time_min)
+            needed = -(-(lead_s + SIGNAL_SLACK_S + MIN_TRAIN_S + 1) // 60)  # minutes, rounded up
+            lower = f"lower signal_lead_s to at most {longest}, " if longest > 0 else ""
+            raise ResourceError(
+                rule, "signal_lead_s",
+                f"is {lead_s}, but runtime is {time_min} minute(s) ({time_min * 60} s) and Slurm may send the "
+                f"warning up to {SIGNAL_SLACK_S} s early, which leaves less than {MIN_TRAIN_S} s of training "
+                "before the step checkpoints and requeues itself, so it would requeue for ever",
+                f"{lower}raise runtime to at least {needed} minutes, or set signal_lead_s=0 for no signal")
     return StepSpec(
         rule=rule,
         nodes=nodes,

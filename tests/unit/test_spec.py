@@ -267,6 +267,109 @@ def test_build_spec_refuses_signal_lead(resources: dict[str, Any], kwargs: dict[
     assert fragment in refused(excinfo, "signal_lead_s")
 
 
+
+# a lead must leave the step time to train: Slurm may warn up to 60 s early (sbatch --signal), and a
+# step warned at once checkpoints, requeues and is warned again, for ever
+
+@pytest.mark.parametrize(
+    ("resources", "fragments"),
+    [
+        pytest.param({"gpus": 1, "runtime": 10, "signal_lead_s": 600}, ["is 600", "runtime is 10 minute(s) (600 s)",
+                     "at most 479", "runtime to at least 13", "signal_lead_s=0"], id="lead-equals-runtime"),
+        pytest.param({"gpus": 1, "runtime": 10, "signal_lead_s": 480}, ["is 480", "at most 479",
+                     "runtime to at least 11"], id="one-second-over"),
+        pytest.param({"gpus": 4, "nodes": 2, "runtime": 60, "signal_lead_s": 3600}, ["is 3600", "at most 3479"],
+                     id="multinode"),
+        # no positive lead fits 2 minutes: the hint does not offer one
+        pytest.param({"gpus": 1, "runtime": 2, "signal_lead_s": 1}, ["is 1", "runtime to at least 3"],
+                     id="no-lead-fits"),
+        pytest.param({"gpus": 1, "runtime": "5", "signal_lead_s": "300"}, ["is 300", "at most 179"],
+                     id="digit-strings"),
+    ],
+)
+def test_a_rules_lead_that_leaves_no_time_to_train_is_refused(resources: dict[str, Any], fragments: list[str]) -> None:
+    with pytest.raises(ResourceError) as excinfo:
+        build_spec(RULE, resources)
+    message = refused(excinfo, "signal_lead_s")
+    assert "requeue for ever" in message
+    for fragment in fragments:
+        assert fragment in message
+    if resources["runtime"] == 2:
+        assert "at most" not in message
+
+
+def test_a_rules_lead_is_refused_whatever_the_setting_says() -> None:
+    with pytest.raises(ResourceError):
+        build_spec(RULE, {"gpus": 1, "runtime": 10, "signal_lead_s": 480}, signal_lead_s=0)
+
+
+@pytest.mark.parametrize(
+    ("runtime", "lead"),
+    [(10, 479), (11, 539), (3, 59), (4, 119), (60, 3479)],
+)
+def test_the_longest_lead_that_fits_is_accepted(runtime: int, lead: int) -> None:
+    # runtime*60 - 60 s (Slurm's slack) - 60 s (MIN_TRAIN_S) - 1
+    spec = build_spec(RULE, {"gpus": 1, "runtime": runtime, "signal_lead_s": lead})
+    assert (spec.signal, spec.signal_lead_s) == ("USR1", lead)
+    with pytest.raises(ResourceError):
+        build_spec(RULE, {"gpus": 1, "runtime": runtime, "signal_lead_s": lead + 1})
+
+
+@pytest.mark.parametrize(
+    ("runtime", "setting", "expected_lead"),
+    [
+        # the default 90 s needs runtime >= 4
+        pytest.param(1, 90, None, id="default-runtime-1"),
+        pytest.param(2, 90, None, id="default-runtime-2"),
+        pytest.param(3, 90, None, id="default-runtime-3"),
+        pytest.param(4, 90, 90, id="default-runtime-4"),
+        pytest.param(10, 600, None, id="setting-too-long-for-runtime"),
+        pytest.param(10, 480, None, id="setting-one-second-over"),
+        pytest.param(10, 479, 479, id="setting-that-just-fits"),
+    ],
+)
+def test_the_executor_wide_lead_is_dropped_not_refused_or_shrunk_where_it_does_not_fit(
+        runtime: int, setting: int, expected_lead: int | None) -> None:
+    # the rule never asked for this lead: it still runs, resumable, and gets a signal only where
+    # the lead fits, never a shortened one
+    spec = build_spec(RULE, {"gpus": 1, "runtime": runtime}, signal_lead_s=setting)
+    assert spec.resumable
+    assert spec.signal_lead_s == expected_lead
+    assert spec.signal == ("USR1" if expected_lead else None)
+
+
+def test_a_rules_own_lead_still_applies_where_the_setting_is_dropped() -> None:
+    spec = build_spec(RULE, {"gpus": 1, "runtime": 3, "signal_lead_s": 30})
+    assert (spec.signal, spec.signal_lead_s) == ("USR1", 30)
+
+
+@pytest.mark.parametrize(
+    "resources",
+    [
+        pytest.param({"gpus": 1, "signal_lead_s": 65535}, id="no-runtime-rule-lead"),
+        pytest.param({"gpus": 1, "runtime": None, "signal_lead_s": 600}, id="runtime-none"),
+        pytest.param({"gpus": 1}, id="no-runtime-default-lead"),
+    ],
+)
+def test_without_a_runtime_the_lead_is_not_checked_against_it(resources: dict[str, Any]) -> None:
+    # the partition's time limit is Slurm's to know, not ours
+    spec = build_spec(RULE, resources, signal_lead_s=90)
+    assert spec.time_min is None
+    assert spec.signal == "USR1"
+    assert spec.signal_lead_s == resources.get("signal_lead_s", 90)
+
+
+@pytest.mark.parametrize(
+    "resources",
+    [
+        pytest.param({"runtime": 1, "signal_lead_s": 600}, id="cpu-step"),
+        pytest.param({"gpus": 1, "runtime": 1, "signal_lead_s": 0}, id="lead-0"),
+    ],
+)
+def test_a_step_without_a_signal_is_not_checked(resources: dict[str, Any]) -> None:
+    assert build_spec(RULE, resources).signal is None
+
+
 # ---------------------------------------------------------------- parse_slurm_extra
 
 @pytest.mark.parametrize(
