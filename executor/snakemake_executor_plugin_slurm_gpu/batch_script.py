@@ -8,7 +8,9 @@ import shlex
 from dataclasses import dataclass
 from typing import Sequence
 
+from . import heartbeat
 from .paths import StepPaths
+from .runtime.signals import CHECKPOINT_ON_TERM_ENV
 from .slurm import STEP_COMMENT
 from .spec import StepSpec
 
@@ -47,6 +49,7 @@ class JobOptions:
     qos: str | None = None          # executor-wide; a rule's qos wins
     reservation: str | None = None
     allocation: bool = False  # allocation mode (allocation.py): steps run inside Snakemake's salloc
+    checkpoint_on_sigterm: bool = False  # resumable steps save on SIGTERM too (runtime/signals.py)
 
 
 def _directive(flag: str, value: object | None = None) -> str:
@@ -147,11 +150,24 @@ def render_environment(spec: StepSpec, paths: StepPaths, options: JobOptions) ->
         f"export SLURM_GPU_TASKS_PER_NODE={spec.tasks_per_node}",
         f"export SLURM_GPU_CHECKPOINT_DIR={q(str(paths.checkpoint_dir))}",
         *([f"export SLURM_GPU_REQUEUE_SIGNAL={spec.signal}"] if spec.signal else []),
+        *([f"export {CHECKPOINT_ON_TERM_ENV}=1"] if spec.resumable and options.checkpoint_on_sigterm else []),
         *(["export SLURM_GPU_LAUNCHER=torchrun"] if spec.launcher == "torchrun" else []),
         f"export SLURM_GPU_EVENT_LOG={q(str(paths.event_log))}",
         # private whatever the job's umask; the subshell keeps the rule's own files under its umask
         '(umask 077 && mkdir -p "$SLURM_GPU_CHECKPOINT_DIR")',
     ]
+    if spec.cpus_per_task:
+        # srun of Slurm 22.05 to 23.02 does not inherit the job's --cpus-per-task: every rank would
+        # be bound to one CPU where the site uses task/affinity
+        lines.append(f"export SRUN_CPUS_PER_TASK={spec.cpus_per_task}")
+    if spec.distributed:
+        lines += [
+            "# one rank that dies ends the step at once: the others would wait in their next collective",
+            "# until the process group's timeout (30 minutes in Lightning)",
+            "export SLURM_KILL_BAD_EXIT=1",
+            f"export {heartbeat.DIR_ENV}={q(str(paths.heartbeat_dir))}",
+            f'(umask 077 && mkdir -p "${heartbeat.DIR_ENV}")',
+        ]
     if (spec.distributed or spec.uses_gpus) and options.allocation:
         lines += [
             "# allocation mode: Slurm picks this step's nodes when srun starts; the runtime takes rank 0's",

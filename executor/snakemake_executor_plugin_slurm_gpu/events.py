@@ -38,6 +38,8 @@ EVENTS: dict[str, tuple[str, ...]] = {
     "completed": ("state", "exit_code"),
     "failed": ("state", "reason", "exit_code", "message"),
     "watchdog": ("missing_ranks", "missing_nodes", "joined", "expected", "why"),  # the executor cancelled a hang
+    # the stall watchdog (stall.py) cancelled a run whose ranks stopped advancing; action: resubmit | fail
+    "stalled": ("idle_s", "limit_s", "global_step", "silent", "missing", "waiting", "action"),
     # the batch script, at every start of the job (also after each requeue)
     "started": ("nodes", "restart"),             # nodes: Slurm's (compressed) node list; restart: SLURM_RESTART_COUNT
     "ended": ("exit_code",),                     # the batch script reached its end (not written when it is killed)
@@ -45,7 +47,7 @@ EVENTS: dict[str, tuple[str, ...]] = {
     "rank_started": ("rank", "local_rank", "node", "restart", "world_size"),  # every rank, before the rendezvous
     "rank_ready": ("rank", "node", "restart", "world_size"),  # every rank, after the process group formed
     "resumed": ("from_step", "path", "restart"),  # rank 0
-    "checkpoint": ("global_step", "path", "why"),  # rank 0; why: periodic | timed | signal
+    "checkpoint": ("global_step", "path", "why"),  # rank 0; why: periodic | timed | signal | sigterm
     "signal": ("signal", "global_step", "restart"),  # rank 0, acted on at a step boundary
     "requeue_requested": ("global_step", "requeued"),  # rank 0 asked Slurm to requeue (requeued: scontrol said ok)
     "interrupted": ("global_step", "why"),          # rank 0 stopped training on purpose (signal, SIGTERM)

@@ -22,11 +22,11 @@ from snakemake_interface_executor_plugins.jobs import JobExecutorInterface
 from snakemake_interface_executor_plugins.settings import SharedFSUsage
 from snakemake_interface_executor_plugins.utils import encode_target_jobs_cli_args
 
-from . import (allocation, attach, checkpoints, direct, events, housekeeping, logs, private, resources, slurm, submit_env,
-               watchdog)
+from . import (allocation, attach, checkpoints, direct, ending, events, heartbeat, housekeeping, logs, private, resources, slurm,
+               stall, submit_env, watchdog)
 from .batch_script import JobOptions, StepCommand, inner_command_line, render_batch_script
 from .paths import STATE_DIR, StepPaths, logs_base
-from .policy import Act, Budgets, JobWatch, Limits, StepHistory, Stop
+from .policy import Act, Budgets, JobWatch, Limits, StepHistory, Stop, on_stall
 from .settings import ExecutorSettings
 from .spec import (ClusterInfo, ResourceError, StepSpec, WildcardError, build_spec, check_capacity, check_launch,
                    check_signal, check_target_wildcards, launch_warning)
@@ -113,7 +113,8 @@ class Executor(RemoteExecutor):
             if value is not None and not re.fullmatch(r"[A-Za-z0-9_.,:+-]+", str(value)):
                 raise WorkflowError(f"slurm-gpu: setting {name} is {value!r}. HINT: use the name as Slurm lists it")
         return JobOptions(socket_ifname=self.settings.socket_ifname, allocation=self.allocation is not None,
-                          job_name_prefix=prefix, qos=self.settings.qos, reservation=self.settings.reservation)
+                          job_name_prefix=prefix, qos=self.settings.qos, reservation=self.settings.reservation,
+                          checkpoint_on_sigterm=self.settings.checkpoint_on_sigterm)
 
     # ------------------------------------------------------------ Slurm
     def _slurm(self, argv: Sequence[str], stdin: str | None = None) -> str:
@@ -683,17 +684,28 @@ class Executor(RemoteExecutor):
             if verdict is not None and verdict.outcome is Outcome.UNKNOWN:
                 self._note_unknown_state(job_info.external_jobid, paths, verdict)
             self._follow_queue(job_info.external_jobid, paths, record, verdict)
-            if verdict is not None and verdict.state == "RUNNING" and spec.distributed \
-                    and self._stop_if_hung(job_info, paths, spec):
-                changed = True
-                continue
+            if verdict is not None and verdict.state == "RUNNING" and spec.distributed:
+                if self._stop_if_hung(job_info, paths, spec):
+                    changed = True
+                    continue
+                stalled = self._stalled(job_info.external_jobid, paths, spec)
+                if stalled is not None:
+                    changed = True
+                    replacement = await asyncio.to_thread(self._act_on_stall, job_info, stalled)
+                    if replacement is not None:
+                        yield replacement
+                    continue
+            ended = None
+            if verdict is not None and verdict.outcome is Outcome.FAILED:
+                ended = await asyncio.to_thread(self._how_ranks_ended, job_info.external_jobid, paths, spec)
             action = self.watch.decide(job_info.external_jobid, verdict, now,
                                        self._history.setdefault(paths.key, StepHistory()), self.budgets,
                                        resumable=spec.resumable,
                                        checkpointed_for_requeue=spec.resumable and verdict is not None
                                        and verdict.outcome is Outcome.FAILED
                                        and self._checkpointed_for_requeue(paths, job_info.external_jobid),
-                                       requeueable=paths.key not in self._direct_steps)
+                                       requeueable=paths.key not in self._direct_steps,
+                                       killed_by_requeue_signal=ended is not None and ended[1])
             if action.act is Act.WAIT:
                 yield job_info
                 continue
@@ -723,7 +735,8 @@ class Executor(RemoteExecutor):
             self._event(paths, "failed", job_info.external_jobid, state=verdict.state if verdict else "UNKNOWN",
                         reason=record.reason if record else "", exit_code=record.exit_code if record else "",
                         message=action.reason)
-            self.report_job_error(job_info, msg=self._failure_message(job_info, action.reason))
+            self.report_job_error(job_info, msg=self._failure_message(job_info, action.reason,
+                                                                      ended[0] if ended else None))
         self._back_off(changed)
 
     # ------------------------------------------------------------ events, console, watchdog
@@ -794,6 +807,38 @@ class Executor(RemoteExecutor):
         shown = logs.read_excerpt(paths.log_file(job_id), LOG_TAIL_LINES)
         self.report_job_error(job_info, msg=message + (f"End of the log:\n{shown}\n" if shown else ""))
         return True
+
+    def _stalled(self, job_id: str, paths: StepPaths, spec: StepSpec) -> stall.Stall | None:
+        """The stall watchdog's verdict on the running job's current run (its ranks' heartbeats)."""
+        run = self.tracker.current_run(job_id)
+        if run is None or self.settings.stall_timeout_s == 0:
+            return None
+        return stall.check(heartbeat.read_all(paths.heartbeat_dir), spec.nodes * spec.ranks_per_node, job_id,
+                           run[0], time.time(), heartbeat.DEFAULT_INTERVAL_S, self.settings.stall_timeout_s)
+
+    def _act_on_stall(self, job_info: SubmittedJobInfo, found: stall.Stall) -> SubmittedJobInfo | None:
+        """Cancel a stalled job; resubmit its step without the stalled nodes, or fail it (policy.on_stall)."""
+        paths: StepPaths = job_info.aux["paths"]
+        job_id = job_info.external_jobid
+        history = self._history.setdefault(paths.key, StepHistory())
+        action = on_stall(found.message(), history, self.budgets)
+        history.stalls += 1
+        self._event(paths, "stalled", job_id, idle_s=round(found.idle_s, 1), limit_s=round(found.limit_s, 1),
+                    global_step=found.global_step, silent=found.silent, missing=found.missing,
+                    waiting=[{"rank": r["rank"], "node": r["node"], "where": (r["stack"] or ["?"])[-1]}
+                             for r in found.waiting],
+                    action=str(action.act))
+        with self._live_lock:
+            self._live.discard(job_id)
+        self.tracker.forget(job_id)
+        self.watch.forget(job_id)
+        if action.act is Act.RESUBMIT:
+            return self._resubmit(job_info, action.reason, Stop.PREEMPTION, ",".join(found.nodes))
+        self._cancel([job_id])
+        attach.clear_record(paths.submission_record)
+        self._event(paths, "failed", job_id, state="STALLED", reason="", exit_code="", message=action.reason)
+        self.report_job_error(job_info, msg=self._failure_message(job_info, action.reason))
+        return None
 
     def _note_accounting(self) -> None:
         """Said once per outage: jobs that left the queue wait while sacct cannot answer."""
@@ -887,10 +932,32 @@ class Executor(RemoteExecutor):
         self._next_poll = self._last_poll + self._poll_interval_s
         self.next_seconds_between_status_checks = min(self._tick_s, self._poll_interval_s)
 
-    def _failure_message(self, job_info: SubmittedJobInfo, reason: str) -> str:
+    def _how_ranks_ended(self, job_id: str, paths: StepPaths, spec: StepSpec) -> tuple[str | None, bool]:
+        """(what ended the failed job's ranks, for the message; whether a rank died of the requeue signal)."""
+        ends = ending.rank_ends(ending.last_run(logs.read_tail(paths.log_file(job_id))))
+        killed = False
+        if spec.signal and ends:
+            from .runtime.signals import requeue_signal  # torch-free
+
+            try:
+                killed = ending.killed_by(ends, requeue_signal({"SLURM_GPU_REQUEUE_SIGNAL": spec.signal}))
+            except (KeyError, ValueError):
+                killed = False
+        oom: list[str] = []
+        try:
+            oom = ending.out_of_memory(slurm.parse_sacct_usage(self._slurm(
+                slurm.sacct_usage_argv([job_id], self.status.clusters))))
+        except slurm.SlurmError:
+            pass  # no accounting: srun's own lines still say what they say
+        return ending.describe(ends, oom), killed
+
+    def _failure_message(self, job_info: SubmittedJobInfo, reason: str, ranks_ended: str | None = None) -> str:
         paths: StepPaths = job_info.aux["paths"]
         log = paths.log_file(job_info.external_jobid)
-        message = f"slurm-gpu: step {paths.key}, Slurm job {job_info.external_jobid}: {reason}.\nLog: {log}\n"
+        message = f"slurm-gpu: step {paths.key}, Slurm job {job_info.external_jobid}: {reason}.\n"
+        if ranks_ended:
+            message += f"How the ranks ended: {ranks_ended}.\n"
+        message += f"Log: {log}\n"
         shown = logs.read_excerpt(log, LOG_TAIL_LINES)
         if shown is None:
             return message + "(the log does not exist: the job may never have started)\n"

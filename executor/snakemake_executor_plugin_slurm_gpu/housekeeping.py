@@ -16,8 +16,9 @@ from .paths import StepPaths
 
 
 def remove_step_files(paths: StepPaths) -> None:
-    """A successful step's Slurm logs and batch scripts (every attempt's), and their directories."""
-    for directory in (paths.log_dir, paths.script_dir):
+    """A successful step's Slurm logs, batch scripts and heartbeats (every attempt's), and their
+    directories."""
+    for directory in (paths.log_dir, paths.script_dir, paths.heartbeat_dir):
         if directory.is_dir() and not directory.is_symlink():
             shutil.rmtree(directory, ignore_errors=True)
         _prune_empty(directory.parent, stop=directory.parents[1])

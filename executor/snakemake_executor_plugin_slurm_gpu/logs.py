@@ -28,14 +28,20 @@ def excerpt(text: str, tail_lines: int = 20) -> str:
     return shown
 
 
-def read_excerpt(path: Path, tail_lines: int = 20, max_bytes: int = 1 << 20) -> str | None:
-    """excerpt() of the end of a log file (at most `max_bytes` read), or None if it does not exist."""
+def read_tail(path: Path, max_bytes: int = 1 << 20) -> str:
+    """The last `max_bytes` of a log file as text ("" if it cannot be read)."""
     try:
         with open(path, "rb") as f:
             f.seek(0, 2)
             size = f.tell()
             f.seek(max(0, size - max_bytes))
-            text = f.read().decode(errors="replace")
+            return f.read().decode(errors="replace")
     except OSError:
+        return ""
+
+
+def read_excerpt(path: Path, tail_lines: int = 20, max_bytes: int = 1 << 20) -> str | None:
+    """excerpt() of the end of a log file (at most `max_bytes` read), or None if it does not exist."""
+    if not path.exists():
         return None
-    return excerpt(text, tail_lines)
+    return excerpt(read_tail(path, max_bytes), tail_lines)

@@ -113,6 +113,11 @@ class StepPaths:
         return self.event_dir / f"{self.wildcards}.jsonl"
 
     @property
+    def heartbeat_dir(self) -> Path:
+        """The ranks' heartbeat files (heartbeat.py) of a distributed step; `$SLURM_GPU_HEARTBEAT_DIR`."""
+        return self.state_dir / "heartbeats" / self.rule / self.wildcards
+
+    @property
     def submission_record(self) -> Path:
         """What the step's latest job was submitted with (attach.py); gone once its verdict is in."""
         return self.state_dir / "submissions" / self.rule / f"{self.wildcards}.json"

@@ -45,6 +45,7 @@ class StepHistory:
 
     job_ids: list[str] = field(default_factory=list)
     resubmitted: dict[Stop, int] = field(default_factory=dict)
+    stalls: int = 0  # jobs of the step that the stall watchdog cancelled
 
     def count(self, stop: Stop) -> int:
         return self.resubmitted.get(stop, 0)
@@ -53,14 +54,15 @@ class StepHistory:
 _BUDGET_SETTING = {Stop.TIMEOUT: "--slurm-gpu-max-timeouts", Stop.PREEMPTION: "--slurm-gpu-max-preemptions"}
 
 
-def _resubmit_or_fail(verdict: Verdict, stop: Stop, history: StepHistory, budgets: Budgets) -> Action:
+def _resubmit_or_fail(verdict: Verdict, stop: Stop, history: StepHistory, budgets: Budgets,
+                      how: str | None = None) -> Action:
     allowed = budgets.timeouts if stop is Stop.TIMEOUT else budgets.preemptions
     used = history.count(stop)
+    stopped = f"Slurm job stopped from outside ({verdict.detail}{'; ' + how if how else ''})"
     if used < allowed:
-        return Action(Act.RESUBMIT, f"Slurm job stopped from outside ({verdict.detail}); resubmitting "
-                                    f"({stop} {used + 1} of {allowed}), training resumes from its last checkpoint",
-                      stop)
-    return Action(Act.FAIL, f"Slurm job stopped from outside ({verdict.detail}) and the {stop} budget is spent "
+        return Action(Act.RESUBMIT, f"{stopped}; resubmitting ({stop} {used + 1} of {allowed}), training resumes "
+                                    "from its last checkpoint", stop)
+    return Action(Act.FAIL, f"{stopped} and the {stop} budget is spent "
                             f"({used} resubmissions of {allowed}); raise {_BUDGET_SETTING[stop]} to allow more", stop)
 
 
@@ -90,14 +92,14 @@ class JobWatch:
     def decide(self, job_id: str, verdict: Verdict | None, now: float,
                history: StepHistory | None = None, budgets: Budgets | None = None,
                resumable: bool = False, checkpointed_for_requeue: bool = False,
-               requeueable: bool = True) -> Action:
+               requeueable: bool = True, killed_by_requeue_signal: bool = False) -> Action:
         outcome = verdict.outcome if verdict is not None else None
         seen = self._seen.get(job_id)
         if seen is None or seen.outcome != outcome:
             seen = self._seen[job_id] = _Seen(outcome, now)
         held_for = now - seen.since
         action = decide(verdict, held_for, self.limits, history, budgets, resumable,
-                        checkpointed_for_requeue, requeueable)
+                        checkpointed_for_requeue, requeueable, killed_by_requeue_signal)
         if action.act is not Act.WAIT:
             self._seen.pop(job_id, None)
         return action
@@ -108,13 +110,16 @@ class JobWatch:
 
 def decide(verdict: Verdict | None, held_for_s: float, limits: Limits, history: StepHistory | None = None,
            budgets: Budgets | None = None, resumable: bool = False,
-           checkpointed_for_requeue: bool = False, requeueable: bool = True) -> Action:
+           checkpointed_for_requeue: bool = False, requeueable: bool = True,
+           killed_by_requeue_signal: bool = False) -> Action:
     """The action for one job whose status has been `verdict` for `held_for_s` seconds.
     `resumable`: the step checkpoints (a GPU step), so a time-out is worth another attempt.
     `requeueable`: Slurm may requeue the job itself (not submitted with --no-requeue), so a
     preemption or node failure is waited on for a moment before the step is resubmitted.
     `checkpointed_for_requeue`: the job's training wrote a checkpoint on Slurm's requeue signal and
-    stopped on purpose (its marker names this job), so a FAILED end is an interruption, not an error."""
+    stopped on purpose (its marker names this job), so a FAILED end is an interruption, not an error.
+    `killed_by_requeue_signal`: a rank died of the signal slurm-gpu asked Slurm to send (ending.py):
+    the cluster stopped it (time-limit warning, preemption notice), whatever the script did with it."""
     history = history or StepHistory()
     budgets = budgets or Budgets()
     if verdict is None:
@@ -130,6 +135,10 @@ def decide(verdict: Verdict | None, held_for_s: float, limits: Limits, history: 
         case Outcome.FAILED:
             if checkpointed_for_requeue and verdict.state != "CANCELLED":
                 return _resubmit_or_fail(verdict, Stop.PREEMPTION, history, budgets)
+            if killed_by_requeue_signal and verdict.state != "CANCELLED":
+                return _resubmit_or_fail(verdict, Stop.PREEMPTION, history, budgets,
+                                         "its ranks died of the requeue signal that Slurm sends before the time "
+                                         "limit and at preemption")
             return Action(Act.FAIL, f"Slurm job ended {verdict.detail}")
         case Outcome.HELD:
             return Action(Act.CANCEL_AND_FAIL,
@@ -149,3 +158,19 @@ def decide(verdict: Verdict | None, held_for_s: float, limits: Limits, history: 
                 return Action(Act.WAIT)
             return Action(Act.FAIL, f"Slurm reports a state slurm-gpu does not know ({verdict.detail}) for "
                                     f"{held_for_s:.0f} s")
+
+
+def on_stall(diagnosis: str, history: StepHistory, budgets: Budgets) -> Action:
+    """A job whose training stalled (stall.py) was cancelled: the first stall of a step is the
+    cluster's doing until shown otherwise, and resumes from the last checkpoint on the preemption
+    budget; a second one is the step's own (its data, its code, a collective that never matches) and
+    fails it with the diagnosis."""
+    if history.stalls >= 1:
+        return Action(Act.FAIL, f"{diagnosis}. The step stalled before in this run, so slurm-gpu failed it "
+                                "instead of resubmitting it again", Stop.PREEMPTION)
+    used, allowed = history.count(Stop.PREEMPTION), budgets.preemptions
+    if used >= allowed:
+        return Action(Act.FAIL, f"{diagnosis}. The preemption budget is spent ({used} resubmissions of {allowed}); "
+                                f"raise {_BUDGET_SETTING[Stop.PREEMPTION]} to allow more", Stop.PREEMPTION)
+    return Action(Act.RESUBMIT, f"{diagnosis}. Cancelled and resubmitted ({Stop.PREEMPTION} {used + 1} of "
+                                f"{allowed}); training resumes from its last checkpoint", Stop.PREEMPTION)

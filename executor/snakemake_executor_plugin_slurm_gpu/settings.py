@@ -39,6 +39,13 @@ class ExecutorSettings(ExecutorSettingsBase):
                           "to finish a step and write a checkpoint. A rule can override it with the "
                           "resource signal_lead_s."},
     )
+    checkpoint_on_sigterm: bool = field(
+        default=False,
+        metadata={"help": "Training steps (slurm-gpu's Resumable callback or Session) also write a checkpoint when "
+                          "they get SIGTERM, before they stop: for sites that preempt with SIGTERM only (no "
+                          "preempt_send_user_signal) and a GraceTime long enough for one save. By default SIGTERM "
+                          "stops them at once and they resume from their last periodic checkpoint."},
+    )
     max_preemptions: int = field(
         default=10,
         metadata={"help": "How often one step may be resubmitted after a stop that is the cluster's doing "
@@ -61,6 +68,15 @@ class ExecutorSettings(ExecutorSettingsBase):
                           "callback) have not all joined the process group this many seconds after the job "
                           "started is cancelled and failed, naming the missing ranks and nodes and the likely "
                           "cause (Lightning itself waits 30 minutes). 0 turns it off."},
+    )
+    stall_timeout_s: Optional[int] = field(
+        default=None,
+        metadata={"help": "Stall watchdog: a distributed step whose ranks stop advancing in the middle of a run "
+                          "(a stopped or hung rank, with the others waiting in a collective) for this many "
+                          "seconds is cancelled, the stalled ranks and nodes are named, and the step is "
+                          "resubmitted from its last checkpoint without the stalled node (once; a second stall "
+                          "fails it). Default: derived from the step's own pace (at least 60 s when a rank went "
+                          "silent, 300 s when every rank is alive but none advances). 0 turns it off."},
     )
     allocation: bool = field(
         default=False,

@@ -227,6 +227,10 @@ def _analyse(events: Iterable[Any], step: str | None = None) -> _Step:
                 why = _text(e.get("why")) or "hang"
                 s.markers.append(_Marker("watchdog", ts, f"watchdog: {why}"))
             s.verdict = (verdict, ts, job)
+        elif kind == "stalled":
+            silent = [r for r in e.get("silent") or [] if isinstance(r, dict)]
+            who = ", ".join(f"rank {r.get('rank')} on {r.get('node')}" for r in silent) or "every rank waiting"
+            s.markers.append(_Marker("watchdog", ts, f"stall watchdog: {who}"))
         elif kind in _RANK_EVENTS:
             _rank_event(s, ts, kind, job, e)
         # anything else: an event this version does not know, ignored
@@ -525,7 +529,7 @@ WAIT_COLOUR = "#dee2e6"
 # edge) and the requeue request (below) are written within seconds of each other
 MARKER_STYLE: dict[str, tuple[str, str, float, str, str]] = {
     "signal": ("v", "#e03131", 7.5, "above", "signal"),
-    "watchdog": ("X", "#c92a2a", 8.0, "above", "watchdog cancelled a hang"),
+    "watchdog": ("X", "#c92a2a", 8.0, "above", "watchdog cancelled a hang or stall"),
     "checkpoint": ("|", "#212529", 6.0, "top", "checkpoint"),
     "requeue": ("$\\circlearrowleft$", "#5f3dc4", 8.0, "below", "requeue requested"),
     "resumed": ("^", "#087f5b", 7.0, "below", "resumed from checkpoint"),

@@ -1,6 +1,7 @@
 """A seed-style Lightning DDP script that knows nothing of slurm-gpu beyond the checkpoint directory:
 geometry from SLURM_NNODES / SLURM_NTASKS_PER_NODE, Lightning's own SLURMEnvironment auto-requeue,
-default_root_dir = $SLURM_GPU_CHECKPOINT_DIR. Knobs: MAX_STEPS, STEP_SLEEP (seconds per step)."""
+default_root_dir = $SLURM_GPU_CHECKPOINT_DIR. Knobs: MAX_STEPS, STEP_SLEEP (seconds per step),
+AFTER_FIT_SLEEP (seconds between the end of fit() and the output: writing results, evaluating)."""
 
 import os
 import time
@@ -12,6 +13,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 MAX_STEPS = int(os.environ.get("MAX_STEPS", "300"))
 STEP_SLEEP = float(os.environ.get("STEP_SLEEP", "0"))
+AFTER_FIT_SLEEP = float(os.environ.get("AFTER_FIT_SLEEP", "0"))
 
 
 class LinearRegression(L.LightningModule):
@@ -51,6 +53,9 @@ def main() -> None:
         enable_progress_bar=False, enable_model_summary=False, logger=False, enable_checkpointing=False,
     )
     trainer.fit(LinearRegression(), DataLoader(TensorDataset(x, y), batch_size=32, shuffle=True))
+    if AFTER_FIT_SLEEP:
+        print(f"FIT_RETURNED rank={trainer.global_rank}", flush=True)
+        time.sleep(AFTER_FIT_SLEEP)
     if trainer.global_rank == 0 and trainer.global_step >= MAX_STEPS:
         print(f"DONE global_step={trainer.global_step}", flush=True)
         with open("done.txt", "w") as f:

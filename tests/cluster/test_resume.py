@@ -29,6 +29,7 @@ class StepWatch(threading.Thread):
         super().__init__(daemon=True)
         self.workdir = workdir
         self.max_live = 0
+        self.max_running = 0  # RUNNING only: a cancelled job may still be COMPLETING beside its successor
         self.emptied_after_first_checkpoint = False
         self._seen_checkpoint = False
         self._halt = threading.Event()
@@ -40,6 +41,7 @@ class StepWatch(threading.Thread):
             live = [line for line in out.splitlines()
                     if line.split("|")[1:2] == ["sg-train"] and line.endswith(f"|{self.workdir}")]
             self.max_live = max(self.max_live, len(live))
+            self.max_running = max(self.max_running, sum(line.split("|")[2] == "RUNNING" for line in live))
             ckpts = list((self.workdir / CKPT).glob("*.ckpt")) if (self.workdir / CKPT).is_dir() else []
             if ckpts:
                 self._seen_checkpoint = True

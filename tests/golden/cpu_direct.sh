@@ -20,6 +20,7 @@ export SLURM_GPU_TASKS_PER_NODE=1
 export SLURM_GPU_CHECKPOINT_DIR=/work/wf/.snakemake/slurm-gpu/checkpoints/count/sample=a_b-3ceaeb3fb142
 export SLURM_GPU_EVENT_LOG=/work/wf/.snakemake/slurm-gpu/events/count/sample=a_b-3ceaeb3fb142.jsonl
 (umask 077 && mkdir -p "$SLURM_GPU_CHECKPOINT_DIR")
+export SRUN_CPUS_PER_TASK=2
 
 echo "[slurm-gpu] job $SLURM_JOB_ID on $SLURM_JOB_NODELIST, restart ${SLURM_RESTART_COUNT:-0}, $(date -Is)"
 # one event per start, also after each requeue (every value here is digits, a safe step name or a

@@ -21,6 +21,7 @@ export SLURM_GPU_TASKS_PER_NODE=1
 export SLURM_GPU_CHECKPOINT_DIR=/scratch/ckpt/finetune/all
 export SLURM_GPU_EVENT_LOG=/work/wf/.snakemake/slurm-gpu/events/finetune/all.jsonl
 (umask 077 && mkdir -p "$SLURM_GPU_CHECKPOINT_DIR")
+export SRUN_CPUS_PER_TASK=1
 # rank 0 runs on the first host of the allocation
 MASTER_ADDR=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)
 export MASTER_ADDR

@@ -27,6 +27,12 @@ export SLURM_GPU_CHECKPOINT_DIR=/work/wf/.snakemake/slurm-gpu/checkpoints/train/
 export SLURM_GPU_REQUEUE_SIGNAL=USR1
 export SLURM_GPU_EVENT_LOG=/work/wf/.snakemake/slurm-gpu/events/train/model=vit.jsonl
 (umask 077 && mkdir -p "$SLURM_GPU_CHECKPOINT_DIR")
+export SRUN_CPUS_PER_TASK=1
+# one rank that dies ends the step at once: the others would wait in their next collective
+# until the process group's timeout (30 minutes in Lightning)
+export SLURM_KILL_BAD_EXIT=1
+export SLURM_GPU_HEARTBEAT_DIR=/work/wf/.snakemake/slurm-gpu/heartbeats/train/model=vit
+(umask 077 && mkdir -p "$SLURM_GPU_HEARTBEAT_DIR")
 # rank 0 runs on the first host of the allocation
 MASTER_ADDR=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)
 export MASTER_ADDR

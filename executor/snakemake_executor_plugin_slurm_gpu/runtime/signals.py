@@ -14,6 +14,9 @@ import threading
 from dataclasses import dataclass, field
 
 REQUEUE_SIGNAL_ENV = "SLURM_GPU_REQUEUE_SIGNAL"
+# "1": checkpoint on SIGTERM too (setting checkpoint-on-sigterm), for sites that preempt with SIGTERM
+# only and a GraceTime long enough for a save
+CHECKPOINT_ON_TERM_ENV = "SLURM_GPU_CHECKPOINT_ON_TERM"
 
 
 @dataclass
@@ -34,6 +37,11 @@ def requeue_signal(environ: dict[str, str] | None = None) -> signal.Signals:
     if name.isdigit():
         return signal.Signals(int(name))
     return signal.Signals[name if name.startswith("SIG") else f"SIG{name}"]
+
+
+def checkpoint_on_term(environ: dict[str, str] | None = None) -> bool:
+    """Does this step save a checkpoint on SIGTERM before it stops (CHECKPOINT_ON_TERM_ENV)?"""
+    return (environ if environ is not None else os.environ).get(CHECKPOINT_ON_TERM_ENV) == "1"
 
 
 def _record(signum: int, frame: object) -> None:
@@ -62,6 +70,11 @@ def install() -> None:
         signal.signal(signal.SIGTERM, _record)
         _owner_pid = os.getpid()  # only once both handlers are in place, so a failed install can be retried
         atexit.register(_ignore_requeue_signal_at_exit)
+
+
+def owned() -> bool:
+    """Are this process's recording handlers installed (install() ran here)?"""
+    return _owner_pid == os.getpid()
 
 
 def reclaim() -> bool:
