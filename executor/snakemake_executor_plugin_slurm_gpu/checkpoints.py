@@ -2,6 +2,12 @@
 per checkpoint, the newest checkpoint that can be trusted, provenance (moving a directory aside when
 the step it belongs to has changed) and cleanup after success.
 
+A checkpoint is one file (torch.save, Lightning's DDP strategies) or one directory (a sharded
+checkpoint: torch.distributed.checkpoint (DCP), Lightning's FSDP with state_dict_type="sharded",
+DeepSpeed), written by every rank under a temporary name and published by rank 0 in one rename
+(publish_directory). Both kinds have the same sidecar manifest 'X.ckpt.json', and are verified,
+resumed, pruned and cleaned up alike.
+
 Imported by the executor on the submit host, which must never import torch, and by training code in
 the job. Writing a checkpoint from training code:
 
@@ -14,6 +20,7 @@ Nothing here unpickles a checkpoint: verification reads bytes only, so a hostile
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import enum
 import errno
@@ -22,7 +29,9 @@ import json
 import logging
 import os
 import re
+import secrets
 import shutil
+import stat
 import tempfile
 import zipfile
 import zlib
@@ -44,6 +53,19 @@ TEMP_PREFIX = ".tmp-"              # half-written files; every scan skips them
 _MANIFEST_FORMAT = 1
 _CHUNK_BYTES = 1 << 20
 _MAX_TEMP_STEM = 100               # keeps '.tmp-<name>.<random>' under NAME_MAX for long names
+DCP_METADATA = ".metadata"         # torch.distributed.checkpoint's index; its coordinator writes it last
+
+# How much of a directory (sharded) checkpoint its manifest hashes. Every file's relative path and size
+# are always recorded; sha256 too for every file while they total at most DIRECTORY_HASH_LIMIT_BYTES,
+# beyond that only for files of at most SMALL_FILE_BYTES (DCP's .metadata, Lightning's meta.pt,
+# DeepSpeed's 'latest'). Why: sharded checkpoints are the ones of models too big for one GPU, easily
+# hundreds of GB. Rank 0 alone hashes (~0.5-1 GB/s from a shared filesystem) while every other rank
+# waits in a barrier whose timeout may be 10 minutes, and every resume would read it all once more.
+# Sizes alone still catch what really happens to a checkpoint: a shard cut short by a kill or a full
+# disk, a shard missing, a file left over from another save.
+DIRECTORY_HASH_LIMIT_BYTES = 8 << 30
+SMALL_FILE_BYTES = 64 << 20
+_HASH_THREADS = 8                  # hashlib releases the GIL: shards hash in parallel
 
 
 # ---------------------------------------------------------------- atomic writes
@@ -104,8 +126,10 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
 # ---------------------------------------------------------------- manifests and verification
 
 class VerifiedBy(enum.StrEnum):
-    MANIFEST = "manifest"  # size and sha256 match what the writer recorded
+    MANIFEST = "manifest"  # size and sha256 match what the writer recorded (a directory: every file's)
     ZIP = "zip"            # no manifest; every member's CRC-32 in torch.save's zip archive checks
+    DCP_METADATA = "dcp-metadata"  # a directory without manifest: DCP's .metadata (written last) is there,
+                                   # and every torch.save file in it ('*.pt') passes its CRCs
 
 
 @dataclass(frozen=True)
@@ -114,6 +138,7 @@ class CheckpointInfo:
     size_bytes: int
     global_step: int | None  # known only from a manifest
     verified_by: VerifiedBy
+    sharded: bool = False    # a directory (sharded checkpoint), not a file
 
 
 def manifest_path(checkpoint: str | Path) -> Path:
@@ -132,28 +157,106 @@ def _sha256_and_size(path: Path) -> tuple[str, int]:
     return digest.hexdigest(), size
 
 
+def _sha256_and_size_in(root: Path, relative: str) -> tuple[str, int]:
+    """_sha256_and_size of a file inside a directory checkpoint, never through a link."""
+    fd = os.open(root / relative, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    digest, size = hashlib.sha256(), 0
+    with os.fdopen(fd, "rb") as stream:
+        while chunk := stream.read(_CHUNK_BYTES):
+            digest.update(chunk)
+            size += len(chunk)
+    return digest.hexdigest(), size
+
+
+def _hash_all(root: Path, relatives: list[str]) -> dict[str, tuple[str, int]]:
+    if len(relatives) <= 1:
+        return {relative: _sha256_and_size_in(root, relative) for relative in relatives}
+    workers = min(_HASH_THREADS, len(relatives), os.cpu_count() or 1)
+    with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
+        return dict(zip(relatives, pool.map(lambda relative: _sha256_and_size_in(root, relative), relatives)))
+
+
+class _NotPlain(Exception):
+    """A directory checkpoint holds a symbolic link or a special file: refused, loading would follow it."""
+
+
+def _tree(directory: Path) -> dict[str, int]:
+    """Relative POSIX path -> size of every regular file below `directory`, found without following
+    links. Raises _NotPlain on a link or special file, OSError when something cannot be read."""
+    files: dict[str, int] = {}
+    pending = [(directory, "")]
+    while pending:
+        current, prefix = pending.pop()
+        with os.scandir(current) as entries:
+            for entry in entries:
+                relative = prefix + entry.name
+                mode = entry.stat(follow_symlinks=False).st_mode
+                if stat.S_ISDIR(mode):
+                    pending.append((Path(entry.path), relative + "/"))
+                elif stat.S_ISREG(mode):
+                    files[relative] = entry.stat(follow_symlinks=False).st_size
+                else:
+                    what = "a symbolic link" if stat.S_ISLNK(mode) else "neither a file nor a directory"
+                    raise _NotPlain(f"{relative} is {what}")
+    return files
+
+
+def _is_plain_directory(path: Path) -> bool:
+    try:
+        return stat.S_ISDIR(os.lstat(path).st_mode)
+    except OSError:
+        return False
+
+
 def _utc_now_iso() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def write_manifest(checkpoint: str | Path, global_step: int) -> Path:
+def _directory_manifest(content: Path, hash_limit_bytes: int) -> dict[str, object]:
+    try:
+        sizes = _tree(content)
+    except _NotPlain as error:
+        raise ValueError(f"sharded checkpoint {content}: {error}; a checkpoint holds plain files only") from None
+    if not sizes:
+        raise ValueError(f"sharded checkpoint {content} holds no file: nothing was saved into it")
+    hash_every_file = sum(sizes.values()) <= hash_limit_bytes
+    hashed = _hash_all(content, sorted(r for r, size in sizes.items() if hash_every_file or size <= SMALL_FILE_BYTES))
+    files: dict[str, dict[str, object]] = {}
+    for relative in sorted(sizes):
+        sha256, size = hashed.get(relative, (None, sizes[relative]))  # hashed: the size of the bytes hashed
+        files[relative] = {"size_bytes": size, "sha256": sha256}
+    return {
+        "kind": "directory",
+        "size_bytes": sum(int(entry["size_bytes"]) for entry in files.values()),  # type: ignore[call-overload]
+        "hashed": "every file" if hash_every_file else f"files of at most {SMALL_FILE_BYTES} bytes; others by size",
+        "files": files,
+    }
+
+
+def write_manifest(checkpoint: str | Path, global_step: int, *, content: str | Path | None = None,
+                   hash_limit_bytes: int = DIRECTORY_HASH_LIMIT_BYTES) -> Path:
     """Records size, sha256 and global step of a finished checkpoint in 'X.ckpt.json'; returns that path.
 
-    Note: call it only after the checkpoint file is complete and in place. A crash between the two
-    leaves a checkpoint without a manifest, which still verifies by its zip CRCs (step unknown).
+    A directory (sharded) checkpoint gets every file's relative path, size and sha256 (size only for
+    big files of a big checkpoint: see DIRECTORY_HASH_LIMIT_BYTES). `content` is where the bytes are
+    now when that is not yet `checkpoint`: a directory still under its temporary name, whose manifest
+    publish_directory writes before the rename, so that it never appears without one. Raises
+    ValueError for a directory holding a link, a special file, or nothing.
+
+    Note: call it only after the checkpoint is complete. For a file, a crash between its rename and
+    this call leaves a checkpoint without a manifest, which still verifies by its zip CRCs (step unknown).
     """
     checkpoint = Path(checkpoint)
+    source = Path(content) if content is not None else checkpoint
     if isinstance(global_step, bool) or not isinstance(global_step, int) or global_step < 0:
         raise ValueError(f"write_manifest({str(checkpoint)!r}): global_step={global_step!r} must be an int >= 0")
-    sha256, size_bytes = _sha256_and_size(checkpoint)
-    manifest = {
-        "format": _MANIFEST_FORMAT,
-        "file": checkpoint.name,
-        "size_bytes": size_bytes,
-        "sha256": sha256,
-        "global_step": global_step,
-        "written_at": _utc_now_iso(),
-    }
+    manifest: dict[str, object] = {"format": _MANIFEST_FORMAT, "file": checkpoint.name}
+    if _is_plain_directory(source):
+        manifest.update(_directory_manifest(source, hash_limit_bytes))
+    else:
+        sha256, size_bytes = _sha256_and_size(source)
+        manifest.update(size_bytes=size_bytes, sha256=sha256)
+    manifest.update(global_step=global_step, written_at=_utc_now_iso())
     target = manifest_path(checkpoint)
     atomic_write_bytes(target, (json.dumps(manifest, indent=2) + "\n").encode())
     return target
@@ -162,8 +265,38 @@ def write_manifest(checkpoint: str | Path, global_step: int) -> Path:
 @dataclass(frozen=True)
 class _Manifest:
     size_bytes: int
-    sha256: str
+    sha256: str | None                                  # None for a directory
     global_step: int | None
+    files: dict[str, tuple[int, str | None]] | None = None  # a directory's: relative path -> (size, sha256)
+
+
+def _is_count(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _is_sha256(value: object) -> bool:
+    return isinstance(value, str) and re.fullmatch(r"[0-9a-f]{64}", value) is not None
+
+
+def _is_relative_path(name: object) -> bool:
+    # what _tree produces: 'a/b', never absolute, never '.', '..' or an empty part
+    return isinstance(name, str) and bool(name) and "\0" not in name and \
+        all(part not in ("", ".", "..") for part in name.split("/"))
+
+
+def _read_directory_files(data: dict[str, object]) -> dict[str, tuple[int, str | None]]:
+    listed = data.get("files")
+    if not isinstance(listed, dict) or not listed:
+        raise ValueError("a directory manifest without its list of files")
+    files: dict[str, tuple[int, str | None]] = {}
+    for name, entry in listed.items():
+        if not _is_relative_path(name) or not isinstance(entry, dict):
+            raise ValueError(f"malformed entry {name!r}")
+        size, sha256 = entry.get("size_bytes"), entry.get("sha256")
+        if not _is_count(size) or not (sha256 is None or _is_sha256(sha256)):
+            raise ValueError(f"size_bytes or sha256 of {name!r} malformed")
+        files[name] = (size, sha256)
+    return files
 
 
 def _read_manifest(path: Path) -> _Manifest:
@@ -172,11 +305,13 @@ def _read_manifest(path: Path) -> _Manifest:
     if not isinstance(data, dict):
         raise ValueError("not a JSON object")
     size, sha256, step = data.get("size_bytes"), data.get("sha256"), data.get("global_step")
-    if isinstance(size, bool) or not isinstance(size, int) or not isinstance(sha256, str) \
-            or not re.fullmatch(r"[0-9a-f]{64}", sha256):
-        raise ValueError("size_bytes or sha256 missing or malformed")
     if step is not None and (isinstance(step, bool) or not isinstance(step, int)):
         raise ValueError(f"global_step={step!r} is not an int")
+    if data.get("kind") == "directory":
+        files = _read_directory_files(data)
+        return _Manifest(sum(s for s, _ in files.values()), None, step, files)
+    if isinstance(size, bool) or not isinstance(size, int) or not _is_sha256(sha256):
+        raise ValueError("size_bytes or sha256 missing or malformed")
     return _Manifest(size, sha256, step)
 
 
@@ -197,17 +332,74 @@ def _zip_problem(path: Path) -> str | None:
     return None
 
 
+def _directory_problem(path: Path, manifest: _Manifest) -> str | None:
+    """None when the directory holds exactly the files its manifest lists, with their sizes and hashes."""
+    assert manifest.files is not None
+    try:
+        found = _tree(path)
+    except _NotPlain as error:
+        return str(error)
+    except OSError as error:
+        return f"unreadable ({error})"
+    missing = sorted(set(manifest.files) - set(found))
+    if missing:
+        return f"{len(missing)} file(s) the manifest lists are missing: {', '.join(missing[:5])}"
+    extra = sorted(set(found) - set(manifest.files))
+    if extra:
+        return f"{len(extra)} file(s) are not in the manifest (written after it?): {', '.join(extra[:5])}"
+    for name, (size, _) in sorted(manifest.files.items()):
+        if found[name] != size:
+            return f"{name} is {found[name]} bytes, the manifest recorded {size}"
+    try:
+        digests = _hash_all(path, sorted(name for name, (_, sha256) in manifest.files.items() if sha256 is not None))
+    except OSError as error:
+        return f"unreadable ({error})"
+    for name, (sha256, size) in sorted(digests.items()):
+        if (sha256, size) != (manifest.files[name][1], manifest.files[name][0]):
+            return f"sha256 of {name} differs from the manifest: the file changed after it was recorded"
+    return None
+
+
+def _verify_directory_without_manifest(path: Path) -> CheckpointInfo | str:
+    """A directory nobody recorded: trusted only when torch.distributed.checkpoint finished it (its
+    coordinator writes .metadata after every rank's data) and every torch.save file in it is whole."""
+    try:
+        found = _tree(path)
+    except _NotPlain as error:
+        return str(error)
+    except OSError as error:
+        return f"unreadable ({error})"
+    if not found.get(DCP_METADATA):
+        return (f"a directory without a manifest, and without torch.distributed.checkpoint's {DCP_METADATA} "
+                "(written last): nothing says it is complete")
+    for name in sorted(found):
+        if name.endswith((".pt", CHECKPOINT_SUFFIX)):
+            problem = _zip_problem(path / name)
+            if problem is not None:
+                return f"{name}: {problem}"
+    return CheckpointInfo(path, sum(found.values()), None, VerifiedBy.DCP_METADATA, sharded=True)
+
+
 def _verify(path: Path) -> CheckpointInfo | str:
     """The checkpoint's info when it can be trusted, else the reason it cannot."""
+    directory = _is_plain_directory(path)
     manifest_file = manifest_path(path)
     if manifest_file.exists():
         try:
             manifest = _read_manifest(manifest_file)
         except (OSError, ValueError) as error:
             # a manifest that makes no claim is no evidence against the file: judge it as if absent
-            logger.warning("ignoring unreadable manifest %s (%s); checking %s as a zip archive",
-                           manifest_file, error, path.name)
+            logger.warning("ignoring unreadable manifest %s (%s); checking %s %s", manifest_file, error, path.name,
+                           "for DCP's .metadata" if directory else "as a zip archive")
         else:
+            if directory != (manifest.files is not None):
+                return (f"the manifest describes a {'directory' if manifest.files is not None else 'file'}, "
+                        f"but this is a {'directory' if directory else 'file'}")
+            if directory:
+                problem = _directory_problem(path, manifest)
+                if problem is not None:
+                    return problem
+                return CheckpointInfo(path, manifest.size_bytes, manifest.global_step, VerifiedBy.MANIFEST, sharded=True)
             try:
                 size_bytes = path.stat().st_size
                 if size_bytes != manifest.size_bytes:
@@ -218,6 +410,8 @@ def _verify(path: Path) -> CheckpointInfo | str:
             if sha256 != manifest.sha256:
                 return "sha256 differs from the manifest: the file changed after it was recorded"
             return CheckpointInfo(path, size_bytes, manifest.global_step, VerifiedBy.MANIFEST)
+    if directory:
+        return _verify_directory_without_manifest(path)
     problem = _zip_problem(path)
     if problem is not None:
         return problem
@@ -234,6 +428,11 @@ def verify_checkpoint(path: str | Path) -> CheckpointInfo | None:
     Valid means: its manifest exists and size + sha256 match; or, with no (readable) manifest, it is
     a zip archive (torch.save's format) whose CRCs all check. A manifest that exists and disagrees
     makes the file invalid even if it is a sound zip: something rewrote it after it was recorded.
+
+    A directory (sharded checkpoint) is valid when it holds exactly the files its manifest lists, each
+    with its size and (where recorded) sha256, and no link or special file anywhere; with no
+    (readable) manifest, when DCP's .metadata is there and every '*.pt' in it passes its zip CRCs
+    (DeepSpeed's layout has no such marker: without a manifest it is not trusted).
 
     Note: torch's legacy non-zip format (`_use_new_zipfile_serialization=False`) cannot be checked
     without unpickling, so such a file is valid only with a manifest.
@@ -258,9 +457,12 @@ def _candidates(directory: Path) -> list[Path]:
     step exists only for files with a manifest, and mixing the two orders is ill-defined. An atomic
     rename keeps the temp file's mtime, i.e. the moment the checkpoint was finished.
 
-    Skipped: '.tmp-*' files (writes in progress or killed), directories, and symbolic links (a link
-    such as Lightning's 'last.ckpt' names a file that is itself a candidate; keep-last must never keep
-    a link and delete what it points at).
+    A directory (sharded checkpoint) is a candidate too; its mtime is when its last entry was made,
+    i.e. when its writer finished it (DCP's .metadata, Lightning's meta.pt, DeepSpeed's 'latest').
+
+    Skipped: '.tmp-*' entries (writes in progress or killed), symbolic links (a link such as
+    Lightning's 'last.ckpt' names a file that is itself a candidate; keep-last must never keep a
+    link and delete what it points at), and anything neither a file nor a directory.
     """
     if not directory.is_dir():
         return []
@@ -268,10 +470,10 @@ def _candidates(directory: Path) -> list[Path]:
     for entry in os.scandir(directory):
         if not entry.name.endswith(CHECKPOINT_SUFFIX) or entry.name.startswith(TEMP_PREFIX):
             continue
-        if entry.is_symlink() or not entry.is_file():
+        if entry.is_symlink() or not (entry.is_file(follow_symlinks=False) or entry.is_dir(follow_symlinks=False)):
             continue
         try:
-            mtime_ns = entry.stat().st_mtime_ns
+            mtime_ns = entry.stat(follow_symlinks=False).st_mtime_ns
         except FileNotFoundError:  # removed while scanning
             continue
         found.append((mtime_ns, _natural_key(entry.name), Path(entry.path)))
@@ -303,6 +505,107 @@ def find_resumable(directory: str | Path) -> Path | None:
                                             "checkpoint runs the code inside it)", e.fix) from None
     info = newest_valid_checkpoint(directory)
     return info.path if info is not None else None
+
+
+# ---------------------------------------------------------------- sharded checkpoints: publishing, removing
+
+def make_private_tree(directory: str | Path) -> None:
+    """Modes 0700 for `directory` and every directory below it, 0600 for every file, as
+    atomic_output gives a file checkpoint whatever the umask (a pickle: nobody else may read it, or
+    with a lax umask write it), and each file's data flushed to disk (fsync) before a rename
+    publishes it. Links are left alone and never followed."""
+    root = Path(directory)
+    if not _is_plain_directory(root):
+        raise ValueError(f"make_private_tree: {root} is not a directory (a link is not followed)")
+    os.chmod(root, 0o700)
+    pending = [root]
+    while pending:
+        current = pending.pop()
+        with os.scandir(current) as entries:
+            for entry in entries:
+                if entry.is_dir(follow_symlinks=False):
+                    os.chmod(entry.path, 0o700)
+                    pending.append(Path(entry.path))
+                elif entry.is_file(follow_symlinks=False):
+                    os.chmod(entry.path, 0o600)
+                    _fsync_file(Path(entry.path))
+        _fsync_dir(current)
+
+
+def _rmtree(path: Path) -> None:
+    # Python's rmtree works through directory descriptors on Linux (rmtree.avoids_symlink_attacks):
+    # a link inside is unlinked, never followed; on a link itself it refuses (we never pass one)
+    shutil.rmtree(path)
+
+
+def remove_checkpoint(path: str | Path) -> None:
+    """Removes one checkpoint, file or directory, and its manifest; a link is unlinked, never followed.
+
+    A directory first leaves every scan in one rename (to '.tmp-<name>.removing-<random>'), then is
+    deleted: a crash half way leaves only a '.tmp-*' directory, never a checkpoint with shards missing.
+    """
+    path = Path(path)
+    if _is_plain_directory(path):
+        doomed = path.with_name(f"{TEMP_PREFIX}{path.name[:_MAX_TEMP_STEM]}.removing-{secrets.token_hex(4)}")
+        os.rename(path, doomed)
+        manifest_path(path).unlink(missing_ok=True)
+        _rmtree(doomed)
+        return
+    path.unlink(missing_ok=True)
+    manifest_path(path).unlink(missing_ok=True)
+
+
+def remove_leftovers(directory: str | Path, prefix: str = f"{TEMP_PREFIX}step-") -> list[Path]:
+    """Removes the temporaries ('.tmp-step-*': files, or directories of a sharded save) that killed or
+    failed saves left in `directory`; returns what it removed. Call it only while no save runs."""
+    removed: list[Path] = []
+    directory = Path(directory)
+    if not directory.is_dir():
+        return removed
+    for entry in sorted(os.scandir(directory), key=lambda e: e.name):
+        if not entry.name.startswith(prefix):
+            continue
+        if entry.is_dir(follow_symlinks=False):
+            _rmtree(Path(entry.path))
+        else:
+            Path(entry.path).unlink(missing_ok=True)
+        removed.append(Path(entry.path))
+    return removed
+
+
+def temporary_name(final: str | Path) -> str:
+    """A fresh temporary name for a checkpoint written as `final`: '.tmp-<name>.<random>', in the same
+    directory (see atomic_output). A sharded save needs the same one on every rank: make it on rank 0
+    and broadcast it."""
+    return f"{TEMP_PREFIX}{Path(final).name[:_MAX_TEMP_STEM]}.{secrets.token_hex(6)}"
+
+
+def publish_directory(temporary: str | Path, final: str | Path, global_step: int, *,
+                      hash_limit_bytes: int = DIRECTORY_HASH_LIMIT_BYTES) -> Path:
+    """Makes the finished sharded checkpoint in directory `temporary` the checkpoint `final`.
+
+    Order: modes tightened and data flushed (make_private_tree); a previous checkpoint of that name
+    removed (remove_checkpoint: a directory cannot be renamed onto a non-empty one, and a new save of
+    the same step means the old one was not resumed from); the manifest written for `final` from
+    the contents; then one rename onto the then non-existing `final`. So `final` never exists
+    without its manifest; a crash before the rename leaves a '.tmp-*' directory (ignored by every
+    scan, removed by remove_leftovers and cleanup) and an orphan manifest (ignored).
+
+    Call it on one rank (rank 0), after every rank finished writing. Returns the manifest's path.
+    """
+    temporary, final = Path(temporary), Path(final)
+    if not _is_plain_directory(temporary):
+        raise ValueError(f"publish_directory: {temporary} is not a directory")
+    if temporary.parent != final.parent:
+        raise ValueError(f"publish_directory: {temporary} and {final} are in different directories; "
+                         "the rename must stay inside the checkpoint directory")
+    make_private_tree(temporary)
+    if os.path.lexists(final):
+        remove_checkpoint(final)
+    written = write_manifest(final, global_step, content=temporary, hash_limit_bytes=hash_limit_bytes)
+    os.replace(temporary, final)
+    _fsync_dir(final.parent)
+    return written
 
 
 # ---------------------------------------------------------------- provenance
@@ -421,9 +724,10 @@ def _is_checkpoint_artifact(name: str) -> bool:
 def cleanup_after_success(directory: str | Path, policy: CleanupPolicy | str) -> list[Path]:
     """Applies `policy` to a finished step's checkpoint directory; returns the paths removed.
 
-    keep-last removes checkpoint files ('*.ckpt', links included), manifests ('*.ckpt.json', orphans
-    included) and leftover '.tmp-*' files, except the newest valid checkpoint and its manifest. It
-    never removes provenance.json, subdirectories or other files. When no checkpoint verifies it
+    keep-last removes checkpoints ('*.ckpt': files, links, and directories of sharded checkpoints),
+    manifests ('*.ckpt.json', orphans included) and leftover '.tmp-*' files and directories, except
+    the newest valid checkpoint and its manifest. It never removes provenance.json, other
+    subdirectories or other files, and never follows a link. When no checkpoint verifies it
     removes nothing: the evidence is left for a human.
     """
     directory = Path(directory)
@@ -443,7 +747,8 @@ def cleanup_after_success(directory: str | Path, policy: CleanupPolicy | str) ->
         if entry.name in keep or not _is_checkpoint_artifact(entry.name):
             continue
         if entry.is_dir(follow_symlinks=False):
-            continue
-        Path(entry.path).unlink(missing_ok=True)
+            _rmtree(Path(entry.path))  # a sharded checkpoint, or the temporary of a killed sharded save
+        else:
+            Path(entry.path).unlink(missing_ok=True)
         removed.append(Path(entry.path))
     return removed

@@ -66,6 +66,19 @@ def killed_by(ends: Iterable[RankEnd], signum: int) -> bool:
     return any(end.what == words for end in ends)
 
 
+def stopped_by_cluster(ends: list[RankEnd], requeue_signal: int | None) -> str:
+    """What the cluster stopped these ranks with, or "" when it was not the cluster: a rank that died
+    of the requeue signal (`requeue_signal`, which slurm-gpu asked Slurm to send), or a first rank
+    to end of SIGTERM (preemption without the requeue signal; scancel and the time limit end in
+    CANCELLED and TIMEOUT, which the caller tells apart). srun's own SIGTERM to the others after a
+    rank died (kill-on-bad-exit) comes after that rank's line, never first."""
+    if requeue_signal is not None and killed_by(ends, requeue_signal):
+        return f"the requeue signal ({signal.Signals(requeue_signal).name}) that Slurm sends before the time limit and at preemption"
+    if ends and ends[0].what == signal_words(signal.SIGTERM):
+        return "SIGTERM (preemption without the requeue signal, or the node shutting down)"
+    return ""
+
+
 def out_of_memory(steps: Iterable[UsageRecord]) -> list[str]:
     """Job steps that Slurm's accounting says ran out of memory ("0", "batch")."""
     return [record.step or "job" for record in steps if record.state.startswith("OUT_OF_MEMORY")]

@@ -705,7 +705,7 @@ class Executor(RemoteExecutor):
                                        and verdict.outcome is Outcome.FAILED
                                        and self._checkpointed_for_requeue(paths, job_info.external_jobid),
                                        requeueable=paths.key not in self._direct_steps,
-                                       killed_by_requeue_signal=ended is not None and ended[1])
+                                       stopped_by_signal=ended[1] if ended is not None else "")
             if action.act is Act.WAIT:
                 yield job_info
                 continue
@@ -932,17 +932,18 @@ class Executor(RemoteExecutor):
         self._next_poll = self._last_poll + self._poll_interval_s
         self.next_seconds_between_status_checks = min(self._tick_s, self._poll_interval_s)
 
-    def _how_ranks_ended(self, job_id: str, paths: StepPaths, spec: StepSpec) -> tuple[str | None, bool]:
-        """(what ended the failed job's ranks, for the message; whether a rank died of the requeue signal)."""
+    def _how_ranks_ended(self, job_id: str, paths: StepPaths, spec: StepSpec) -> tuple[str | None, str]:
+        """(what ended the failed job's ranks, for the message; the cluster's signal they died of, or "")."""
         ends = ending.rank_ends(ending.last_run(logs.read_tail(paths.log_file(job_id))))
-        killed = False
-        if spec.signal and ends:
-            from .runtime.signals import requeue_signal  # torch-free
+        requeue_signal = None
+        if spec.signal:
+            from .runtime.signals import requeue_signal as named  # torch-free
 
             try:
-                killed = ending.killed_by(ends, requeue_signal({"SLURM_GPU_REQUEUE_SIGNAL": spec.signal}))
+                requeue_signal = named({"SLURM_GPU_REQUEUE_SIGNAL": spec.signal})
             except (KeyError, ValueError):
-                killed = False
+                pass
+        killed = ending.stopped_by_cluster(ends, requeue_signal) if spec.resumable else ""
         oom: list[str] = []
         try:
             oom = ending.out_of_memory(slurm.parse_sacct_usage(self._slurm(

@@ -92,14 +92,14 @@ class JobWatch:
     def decide(self, job_id: str, verdict: Verdict | None, now: float,
                history: StepHistory | None = None, budgets: Budgets | None = None,
                resumable: bool = False, checkpointed_for_requeue: bool = False,
-               requeueable: bool = True, killed_by_requeue_signal: bool = False) -> Action:
+               requeueable: bool = True, stopped_by_signal: str = "") -> Action:
         outcome = verdict.outcome if verdict is not None else None
         seen = self._seen.get(job_id)
         if seen is None or seen.outcome != outcome:
             seen = self._seen[job_id] = _Seen(outcome, now)
         held_for = now - seen.since
         action = decide(verdict, held_for, self.limits, history, budgets, resumable,
-                        checkpointed_for_requeue, requeueable, killed_by_requeue_signal)
+                        checkpointed_for_requeue, requeueable, stopped_by_signal)
         if action.act is not Act.WAIT:
             self._seen.pop(job_id, None)
         return action
@@ -111,15 +111,17 @@ class JobWatch:
 def decide(verdict: Verdict | None, held_for_s: float, limits: Limits, history: StepHistory | None = None,
            budgets: Budgets | None = None, resumable: bool = False,
            checkpointed_for_requeue: bool = False, requeueable: bool = True,
-           killed_by_requeue_signal: bool = False) -> Action:
+           stopped_by_signal: str = "") -> Action:
     """The action for one job whose status has been `verdict` for `held_for_s` seconds.
     `resumable`: the step checkpoints (a GPU step), so a time-out is worth another attempt.
     `requeueable`: Slurm may requeue the job itself (not submitted with --no-requeue), so a
     preemption or node failure is waited on for a moment before the step is resubmitted.
     `checkpointed_for_requeue`: the job's training wrote a checkpoint on Slurm's requeue signal and
     stopped on purpose (its marker names this job), so a FAILED end is an interruption, not an error.
-    `killed_by_requeue_signal`: a rank died of the signal slurm-gpu asked Slurm to send (ending.py):
-    the cluster stopped it (time-limit warning, preemption notice), whatever the script did with it."""
+    `stopped_by_signal`: what the job's ranks died of when that was the cluster's doing (ending.py):
+    the requeue signal slurm-gpu asked Slurm to send (a time-limit warning or preemption notice the
+    script did not take), or SIGTERM to a job nobody cancelled and that did not time out (preemption
+    without the requeue signal: its GraceTime ran while the batch script ended on its own)."""
     history = history or StepHistory()
     budgets = budgets or Budgets()
     if verdict is None:
@@ -135,10 +137,9 @@ def decide(verdict: Verdict | None, held_for_s: float, limits: Limits, history: 
         case Outcome.FAILED:
             if checkpointed_for_requeue and verdict.state != "CANCELLED":
                 return _resubmit_or_fail(verdict, Stop.PREEMPTION, history, budgets)
-            if killed_by_requeue_signal and verdict.state != "CANCELLED":
+            if stopped_by_signal and verdict.state != "CANCELLED":
                 return _resubmit_or_fail(verdict, Stop.PREEMPTION, history, budgets,
-                                         "its ranks died of the requeue signal that Slurm sends before the time "
-                                         "limit and at preemption")
+                                         f"its ranks died of {stopped_by_signal}")
             return Action(Act.FAIL, f"Slurm job ended {verdict.detail}")
         case Outcome.HELD:
             return Action(Act.CANCEL_AND_FAIL,

@@ -12,6 +12,8 @@ import signal
 import time
 from pathlib import Path
 
+import pytest
+
 from conftest import REPO, Background, copy_workflow, slurm, wait_for
 from test_resume import CKPT, StepWatch, done_steps, resumed_steps, train_jobs, train_output
 
@@ -156,6 +158,8 @@ rule train:
 PLAIN_SCRIPT = '''
 import os, time
 from pathlib import Path
+
+import pytest
 first = Path("first-run")
 if not first.exists():
     first.write_text(os.environ["SLURM_JOB_ID"])
@@ -188,3 +192,63 @@ def test_rank_killed_by_the_requeue_signal_is_preempted_not_failed(cluster, tmp_
     assert "died of the requeue signal" in run.output, run.output
     resubmitted = [e for e in events_of(workdir) if e["event"] == "resubmitted"]
     assert [e["cause"] for e in resubmitted] == ["preemption"]
+
+
+@pytest.fixture
+def sigterm_only_preemption(cluster):
+    """The cluster as many sites run it: preemption warns with SIGTERM only (no
+    preempt_send_user_signal), and the debug partition's GraceTime (15 s) before the SIGKILL."""
+    conf = Path("/etc/slurm/slurm.conf")
+    original = conf.read_text()
+    conf.write_text("\n".join(line for line in original.splitlines()
+                              if not line.startswith("SlurmctldParameters=preempt_send_user_signal")) + "\n")
+    try:
+        slurm("scontrol", "reconfigure")
+        wait_for(lambda: "preempt_send_user_signal" not in slurm("scontrol", "show", "config"), 30,
+                 "slurmctld to drop preempt_send_user_signal")
+        yield
+    finally:
+        conf.write_text(original)
+        slurm("scontrol", "reconfigure")
+        wait_for(lambda: "preempt_send_user_signal" in slurm("scontrol", "show", "config"), 30,
+                 "slurmctld to take preempt_send_user_signal back")
+
+
+def _preempt_with_sigterm(tmp_path: Path, name: str, *args: str) -> tuple[object, Path, str]:
+    workdir = copy_workflow("train-eval", tmp_path / name)
+    bg = Background(workdir, "--config", "max_steps=300", *args, env={"TRAIN_STEP_SLEEP_S": "0.1"})
+    try:
+        job = checkpointed_train_job(workdir, 50)
+        time.sleep(2.5)  # about 25 steps past the periodic checkpoint
+        slurm("sbatch", "--partition=urgent", "--nodes=2", "--ntasks-per-node=4", "--job-name=urgent",
+              "--output=/dev/null", "--wrap=sleep 5")
+        run = bg.wait()
+    finally:
+        bg.kill()
+    return run, workdir, job
+
+
+def test_preemption_by_sigterm_only_resumes_and_checkpoint_on_sigterm_loses_no_steps(sigterm_only_preemption,
+                                                                                       tmp_path):
+    """Without the requeue signal, the ranks stop on SIGTERM: by default they resume from the last
+    periodic checkpoint; with --slurm-gpu-checkpoint-on-sigterm they save within the GraceTime
+    first and lose nothing."""
+    figures = {}
+    for name, args in (("default", ()), ("opt-in", ("--slurm-gpu-checkpoint-on-sigterm",))):
+        run, workdir, job = _preempt_with_sigterm(tmp_path, name, *args)
+        assert run.returncode == 0, run.output
+        log = events_of(workdir)
+        interrupted = [e for e in log if e["event"] == "interrupted"]
+        resumed = [e for e in log if e["event"] == "resumed"]
+        assert [e["why"] for e in interrupted] == ["SIGTERM"], interrupted
+        assert resumed and done_steps(train_output(workdir)) == [300], train_output(workdir)[-3000:]
+        stopped, restarted = interrupted[0]["global_step"], resumed[0]["from_step"]
+        figures[name] = (stopped, restarted, train_jobs(workdir))
+        if name == "default":
+            assert restarted % 50 == 0 and restarted < stopped
+        else:
+            saved = [e for e in log if e["event"] == "checkpoint" and e.get("why") == "sigterm"]
+            assert [e["global_step"] for e in saved] == [stopped] and restarted == stopped
+    print("\nFIGURE SIGTERM-only preemption (GraceTime 15 s): " + "; ".join(
+        f"{name}: stopped at step {s}, resumed from {r}, {s - r} steps lost, jobs {jobs}"
+        for name, (s, r, jobs) in figures.items()))

@@ -16,6 +16,9 @@ from pathlib import Path
 
 import pytest
 
+import hashlib
+
+from snakemake_executor_plugin_slurm_gpu import checkpoints
 from snakemake_executor_plugin_slurm_gpu.checkpoints import (
     PROVENANCE_FILE,
     CheckpointInfo,
@@ -30,6 +33,9 @@ from snakemake_executor_plugin_slurm_gpu.checkpoints import (
     manifest_path,
     newest_valid_checkpoint,
     provenance_digest,
+    publish_directory,
+    remove_checkpoint,
+    remove_leftovers,
     verify_checkpoint,
     write_manifest,
 )
@@ -266,11 +272,11 @@ def test_find_resumable_falls_back_past_a_newest_that_fails_its_manifest(tmp_pat
     assert info is not None and info.path == older and info.global_step == 100
 
 
-def test_find_resumable_ignores_temp_files_directories_links_and_other_suffixes(tmp_path: Path) -> None:
+def test_find_resumable_ignores_temp_files_unmarked_directories_links_and_other_suffixes(tmp_path: Path) -> None:
     valid = make_zip(tmp_path / "hpc_ckpt_1.ckpt")
     set_age(valid, 100)
     make_zip(tmp_path / ".tmp-hpc_ckpt_2.ckpt")       # a write in progress, however complete it looks
-    (tmp_path / "sub.ckpt").mkdir()
+    (tmp_path / "sub.ckpt").mkdir()                   # a directory nothing says is complete
     make_zip(tmp_path / "sub.ckpt" / "inner.ckpt")
     make_zip(tmp_path / "model.pt")
     (tmp_path / "last.ckpt").symlink_to(valid.name)
@@ -436,3 +442,256 @@ def test_cleanup_of_a_missing_directory_removes_nothing(tmp_path: Path, policy: 
 def test_cleanup_names_the_valid_policies_on_a_typo(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="'keep-last'"):
         cleanup_after_success(tmp_path, "keep_last")
+
+
+# ---------------------------------------------------------------- sharded (directory) checkpoints
+
+SHARDS = ["__0_0.distcp", "__1_0.distcp", "optim/__0_0.distcp", "meta.pt", ".metadata"]
+
+
+def make_sharded(path: Path, *, marker: bool = True, shard_bytes: int = 3000) -> Path:
+    """A stand-in for what DCP and Lightning's FSDP (state_dict_type="sharded") write: one data file
+    per rank, one in a subdirectory (DeepSpeed nests too), Lightning's meta.pt (a torch.save zip), and
+    DCP's .metadata, which its coordinator writes last."""
+    (path / "optim").mkdir(parents=True)
+    for rank in (0, 1):
+        (path / f"__{rank}_0.distcp").write_bytes(bytes([rank + 1]) * shard_bytes)
+    (path / "optim" / "__0_0.distcp").write_bytes(b"m" * 500)
+    make_zip(path / "meta.pt", payload=b"p" * 200)
+    if marker:
+        (path / ".metadata").write_bytes(b"dcp index")
+    return path
+
+
+def sharded_with_manifest(path: Path, step: int, seconds_ago: int) -> Path:
+    make_sharded(path)
+    write_manifest(path, step)
+    set_age(path, seconds_ago)
+    return path
+
+
+def test_a_directory_manifest_records_every_file_with_its_size_and_sha256(tmp_path: Path) -> None:
+    ckpt = make_sharded(tmp_path / "step-300.ckpt")
+    written = write_manifest(ckpt, 300)
+    assert written == tmp_path / "step-300.ckpt.json"
+    manifest = json.loads(written.read_text())
+    assert (manifest["kind"], manifest["file"], manifest["global_step"]) == ("directory", "step-300.ckpt", 300)
+    assert sorted(manifest["files"]) == sorted(SHARDS)
+    for name, entry in manifest["files"].items():
+        data = (ckpt / name).read_bytes()
+        assert entry == {"size_bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+    total = sum((ckpt / name).stat().st_size for name in SHARDS)
+    assert manifest["size_bytes"] == total
+    assert verify_checkpoint(ckpt) == CheckpointInfo(ckpt, total, 300, VerifiedBy.MANIFEST, sharded=True)
+
+
+def truncate_a_shard(ckpt: Path) -> None:
+    truncate(ckpt / "__1_0.distcp", by_bytes=1)
+
+
+def remove_a_shard(ckpt: Path) -> None:
+    (ckpt / "__1_0.distcp").unlink()
+
+
+def flip_a_bit_in_a_nested_shard(ckpt: Path) -> None:
+    flip_bit(ckpt / "optim" / "__0_0.distcp", 10)
+
+
+def add_a_stray_shard(ckpt: Path) -> None:
+    (ckpt / "__2_0.distcp").write_bytes(b"from another world size")
+
+
+def link_a_shard_elsewhere(ckpt: Path) -> None:
+    outside = ckpt.parent / "outside.distcp"
+    os.replace(ckpt / "__0_0.distcp", outside)
+    (ckpt / "__0_0.distcp").symlink_to(outside)
+
+
+DAMAGE = {"truncated shard": (truncate_a_shard, "__1_0.distcp is 2999 bytes"),
+          "missing shard": (remove_a_shard, "missing: __1_0.distcp"),
+          "bit flip in a nested shard": (flip_a_bit_in_a_nested_shard, "sha256 of optim/__0_0.distcp differs"),
+          "stray shard": (add_a_stray_shard, "not in the manifest"),
+          "shard replaced by a link": (link_a_shard_elsewhere, "__0_0.distcp is a symbolic link")}
+
+
+@pytest.mark.parametrize("damage", DAMAGE.values(), ids=DAMAGE.keys())
+def test_a_damaged_sharded_checkpoint_is_skipped_for_the_older_one(
+        tmp_path: Path, damage: tuple, caplog: pytest.LogCaptureFixture) -> None:
+    older = sharded_with_manifest(tmp_path / "step-100.ckpt", 100, seconds_ago=20)
+    newest = sharded_with_manifest(tmp_path / "step-200.ckpt", 200, seconds_ago=10)
+    damage_it, reason = damage
+    damage_it(newest)
+    set_age(newest, 10)  # an edit inside a directory is a change of its mtime
+    assert verify_checkpoint(newest) is None
+    with caplog.at_level(logging.WARNING, logger="snakemake_executor_plugin_slurm_gpu.checkpoints"):
+        info = newest_valid_checkpoint(tmp_path)
+    assert info is not None and (info.path, info.global_step, info.sharded) == (older, 100, True)
+    assert "step-200.ckpt" in caplog.text and reason in caplog.text
+
+
+def test_find_resumable_returns_the_newest_checkpoint_whether_file_or_directory(tmp_path: Path) -> None:
+    ckpt_dir = tmp_path / "ck"
+    ckpt_dir.mkdir(mode=0o700)
+    single = make_zip(ckpt_dir / "step-100.ckpt")
+    write_manifest(single, 100)
+    set_age(single, 30)
+    sharded = sharded_with_manifest(ckpt_dir / "step-200.ckpt", 200, seconds_ago=20)
+    assert find_resumable(ckpt_dir) == sharded
+    set_age(make_zip(ckpt_dir / "hpc_ckpt_3.ckpt"), 10)  # Lightning's own, newer still
+    assert find_resumable(ckpt_dir) == ckpt_dir / "hpc_ckpt_3.ckpt"
+
+
+def test_beyond_the_hash_limit_big_shards_are_recorded_by_size(tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(checkpoints, "SMALL_FILE_BYTES", 1000)
+    ckpt = make_sharded(tmp_path / "step-1.ckpt")
+    manifest = json.loads(write_manifest(ckpt, 1, hash_limit_bytes=4000).read_text())
+    unhashed = {name for name, entry in manifest["files"].items() if entry["sha256"] is None}
+    assert unhashed == {"__0_0.distcp", "__1_0.distcp"}  # the two 3000-byte shards; meta.pt, .metadata hashed
+    assert verify_checkpoint(ckpt) is not None
+    flip_bit(ckpt / "__0_0.distcp", 5)
+    assert verify_checkpoint(ckpt) is not None  # the price of size-only: a same-size change passes
+    flip_bit(ckpt / ".metadata", 0)
+    assert verify_checkpoint(ckpt) is None      # the small files are still hashed
+    flip_bit(ckpt / ".metadata", 0)
+    truncate_a_shard(ckpt)
+    assert verify_checkpoint(ckpt) is None      # and a cut-short shard is still caught
+
+
+def test_without_a_manifest_a_directory_is_trusted_only_when_dcp_finished_it(tmp_path: Path) -> None:
+    finished = make_sharded(tmp_path / "a.ckpt")
+    info = verify_checkpoint(finished)
+    assert info is not None and (info.verified_by, info.global_step, info.sharded) == (
+        VerifiedBy.DCP_METADATA, None, True)
+    assert verify_checkpoint(make_sharded(tmp_path / "b.ckpt", marker=False)) is None  # killed before .metadata
+    torn = make_sharded(tmp_path / "c.ckpt")
+    truncate(torn / "meta.pt")
+    assert verify_checkpoint(torn) is None
+
+
+def test_an_unreadable_directory_manifest_falls_back_to_the_dcp_marker(tmp_path: Path) -> None:
+    ckpt = make_sharded(tmp_path / "step-5.ckpt")
+    manifest_path(ckpt).write_text("{not json")
+    info = verify_checkpoint(ckpt)
+    assert info is not None and info.verified_by is VerifiedBy.DCP_METADATA
+
+
+def test_a_manifest_of_one_kind_never_vouches_for_the_other(tmp_path: Path) -> None:
+    single = make_zip(tmp_path / "a.ckpt")
+    write_manifest(single, 1)
+    sharded = make_sharded(tmp_path / "b.ckpt")
+    write_manifest(sharded, 2)
+    os.replace(manifest_path(single), tmp_path / "saved.json")
+    os.replace(manifest_path(sharded), manifest_path(single))
+    os.replace(tmp_path / "saved.json", manifest_path(sharded))
+    assert verify_checkpoint(single) is None and verify_checkpoint(sharded) is None
+
+
+def test_a_directory_manifest_with_a_path_out_of_the_checkpoint_is_no_claim(tmp_path: Path) -> None:
+    ckpt = make_sharded(tmp_path / "step-5.ckpt")
+    write_manifest(ckpt, 5)
+    manifest = json.loads(manifest_path(ckpt).read_text())
+    manifest["files"]["../outside"] = {"size_bytes": 1, "sha256": None}
+    manifest_path(ckpt).write_text(json.dumps(manifest))
+    info = verify_checkpoint(ckpt)  # judged as if it had no manifest
+    assert info is not None and info.verified_by is VerifiedBy.DCP_METADATA
+
+
+def test_directory_verification_never_unpickles(tmp_path: Path) -> None:
+    marker = tmp_path / "pwned"
+    ckpt = make_sharded(tmp_path / "step-5.ckpt")
+    (ckpt / ".metadata").write_bytes(b"cos\nsystem\n(S'touch " + str(marker).encode() + b"'\ntR.")
+    (ckpt / "meta.pt").unlink()
+    make_zip(ckpt / "meta.pt", payload=(ckpt / ".metadata").read_bytes())
+    assert verify_checkpoint(ckpt) is not None
+    write_manifest(ckpt, 5)
+    assert verify_checkpoint(ckpt) is not None
+    assert not marker.exists()
+
+
+def test_publish_directory_makes_it_private_recorded_and_final_in_one_rename(tmp_path: Path) -> None:
+    ckpt_dir = tmp_path / "ck"
+    ckpt_dir.mkdir(mode=0o700)
+    old_umask = os.umask(0o002)  # the laxest umask a site may have: group-writable
+    try:
+        temporary = make_sharded(ckpt_dir / ".tmp-step-000000007.ckpt.0123456789ab")
+    finally:
+        os.umask(old_umask)
+    final = ckpt_dir / "step-000000007.ckpt"
+    assert publish_directory(temporary, final, 7) == manifest_path(final)
+    assert names(ckpt_dir) == {final.name, manifest_path(final).name}
+    for path in [final, *final.rglob("*")]:
+        mode = stat.S_IMODE(path.lstat().st_mode)
+        assert mode == (0o700 if path.is_dir() else 0o600), f"{path}: {mode:04o}"
+    info = verify_checkpoint(final)
+    assert info is not None and (info.global_step, info.verified_by, info.sharded) == (7, VerifiedBy.MANIFEST, True)
+
+
+def test_publish_directory_replaces_a_checkpoint_of_the_same_step(tmp_path: Path) -> None:
+    final = tmp_path / "step-000000007.ckpt"
+    sharded_with_manifest(final, 7, seconds_ago=100)
+    truncate_a_shard(final)  # damaged: the run resumed from an older one and reached step 7 again
+    temporary = make_sharded(tmp_path / ".tmp-step-000000007.ckpt.fresh", shard_bytes=10)
+    publish_directory(temporary, final, 7)
+    assert names(tmp_path) == {final.name, manifest_path(final).name}
+    assert (final / "__0_0.distcp").stat().st_size == 10
+    assert verify_checkpoint(final) is not None
+
+
+def test_publish_directory_refuses_a_link_inside_and_publishes_nothing(tmp_path: Path) -> None:
+    temporary = make_sharded(tmp_path / ".tmp-step-1.ckpt.x")
+    (temporary / "elsewhere").symlink_to(tmp_path)
+    with pytest.raises(ValueError, match="elsewhere is a symbolic link"):
+        publish_directory(temporary, tmp_path / "step-1.ckpt", 1)
+    assert not (tmp_path / "step-1.ckpt").exists() and not manifest_path(tmp_path / "step-1.ckpt").exists()
+
+
+def test_remove_checkpoint_removes_a_directory_and_its_manifest_without_following_links(tmp_path: Path) -> None:
+    keep = tmp_path / "precious"
+    keep.mkdir()
+    (keep / "data").write_bytes(b"not a checkpoint")
+    ckpt = sharded_with_manifest(tmp_path / "step-1.ckpt", 1, seconds_ago=5)
+    (ckpt / "link").symlink_to(keep)
+    remove_checkpoint(ckpt)
+    assert names(tmp_path) == {"precious"}
+    assert (keep / "data").read_bytes() == b"not a checkpoint"
+    link = tmp_path / "step-2.ckpt"
+    link.symlink_to(keep)
+    remove_checkpoint(link)  # a link to a directory: the link goes, the directory stays
+    assert names(tmp_path) == {"precious"} and (keep / "data").exists()
+
+
+def test_remove_leftovers_removes_what_killed_saves_left_and_nothing_else(tmp_path: Path) -> None:
+    make_sharded(tmp_path / ".tmp-step-000000005.ckpt.a1b2")           # a killed sharded save
+    (tmp_path / ".tmp-step-000000006.ckpt.c3d4").write_bytes(b"half")  # a killed file save
+    (tmp_path / ".tmp-interrupted.json.xyz").write_bytes(b"{}")        # not a save's
+    sharded_with_manifest(tmp_path / "step-000000004.ckpt", 4, seconds_ago=1)
+    removed = remove_leftovers(tmp_path)
+    assert {p.name for p in removed} == {".tmp-step-000000005.ckpt.a1b2", ".tmp-step-000000006.ckpt.c3d4"}
+    assert names(tmp_path) == {".tmp-interrupted.json.xyz", "step-000000004.ckpt", "step-000000004.ckpt.json"}
+
+
+def test_cleanup_keep_last_removes_older_sharded_checkpoints_and_leftover_directories(tmp_path: Path) -> None:
+    directory = tmp_path / "ck"
+    ensure_provenance(directory, "d1")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "data").write_bytes(b"x")
+    older = sharded_with_manifest(directory / "step-1.ckpt", 1, seconds_ago=30)
+    (older / "link").symlink_to(outside)
+    sharded_with_manifest(directory / "step-2.ckpt", 2, seconds_ago=20)
+    make_sharded(directory / ".tmp-step-3.ckpt.abc123", marker=False)
+    (directory / "lightning_logs").mkdir()
+    removed = cleanup_after_success(directory, "keep-last")
+    assert {p.name for p in removed} == {"step-1.ckpt", "step-1.ckpt.json", ".tmp-step-3.ckpt.abc123"}
+    assert names(directory) == {"step-2.ckpt", "step-2.ckpt.json", PROVENANCE_FILE, "lightning_logs"}
+    assert (outside / "data").exists()
+    assert verify_checkpoint(directory / "step-2.ckpt") is not None
+
+
+def test_cleanup_delete_removes_sharded_checkpoints_too(tmp_path: Path) -> None:
+    directory = tmp_path / "ck"
+    ensure_provenance(directory, "d1")
+    sharded_with_manifest(directory / "step-1.ckpt", 1, seconds_ago=1)
+    assert cleanup_after_success(directory, "delete") == [directory]
+    assert not directory.exists()

@@ -74,7 +74,7 @@ def _failed() -> object:
 
 def test_a_job_killed_by_the_requeue_signal_is_resubmitted_as_a_preemption():
     action = decide(_failed(), 0, Limits(), StepHistory(), Budgets(), resumable=True,
-                    killed_by_requeue_signal=True)
+                    stopped_by_signal="the requeue signal")
     assert action.act is Act.RESUBMIT and action.stop is Stop.PREEMPTION
     assert "died of the requeue signal" in action.reason
 
@@ -86,5 +86,20 @@ def test_without_the_signal_a_failed_job_fails():
 def test_a_job_killed_by_the_signal_with_the_budget_spent_fails():
     history = StepHistory(resubmitted={Stop.PREEMPTION: 1})
     action = decide(_failed(), 0, Limits(), history, Budgets(preemptions=1), resumable=True,
-                    killed_by_requeue_signal=True)
+                    stopped_by_signal="the requeue signal")
     assert action.act is Act.FAIL and "budget is spent" in action.reason
+
+
+def test_a_first_rank_ended_by_sigterm_was_stopped_by_the_cluster():
+    ends = ending.rank_ends("srun: error: n1: tasks 0-1: Terminated\nsrun: error: n2: tasks 2-3: Terminated\n")
+    assert ending.stopped_by_cluster(ends, signal.SIGUSR1).startswith("SIGTERM")
+
+
+def test_ranks_ended_by_srun_after_another_died_were_not_stopped_by_the_cluster():
+    assert ending.stopped_by_cluster(ending.rank_ends(KILLED_LOG), signal.SIGUSR1) == ""
+
+
+def test_the_requeue_signal_is_named_as_the_cause():
+    ends = ending.rank_ends("srun: error: n1: task 0: User defined signal 1\n")
+    assert "requeue signal (SIGUSR1)" in ending.stopped_by_cluster(ends, signal.SIGUSR1)
+    assert ending.stopped_by_cluster(ends, None) == ""

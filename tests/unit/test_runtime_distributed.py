@@ -161,3 +161,47 @@ def test_importing_the_launcher_does_not_import_torch() -> None:
     code = ("import sys; import snakemake_executor_plugin_slurm_gpu.runtime.torchrun; "
             "sys.exit('torch' in sys.modules)")
     assert os.spawnv(os.P_WAIT, sys.executable, [sys.executable, "-c", code]) == 0
+
+
+# ---------------------------------------------------------------- the GPU a Session picks
+
+RANK_2_OF_4 = {  # local rank 2 of a 1 node x 4 GPUs step started by srun
+    "SLURM_JOB_ID": "78", "SLURM_NTASKS": "4", "SLURM_NNODES": "1", "SLURM_NTASKS_PER_NODE": "4",
+    "SLURM_PROCID": "2", "SLURM_LOCALID": "2", "SLURM_NODEID": "0", "MASTER_ADDR": "localhost", "MASTER_PORT": "15078",
+    "SLURM_GPU_NODES": "1", "SLURM_GPU_TASKS_PER_NODE": "4", "SLURM_GPU_GPUS_PER_NODE": "4",
+}
+
+
+@pytest.fixture
+def pretend_cuda(ckpt_dir: Path, monkeypatch: pytest.MonkeyPatch) -> list[torch.device]:
+    """A machine with CUDA, as far as Session can tell: the devices it sets, and no process group."""
+    chosen: list[torch.device] = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "set_device", chosen.append)
+    monkeypatch.setattr(Session, "_init_process_group", lambda self, backend, timeout_s: None)
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    for name, value in RANK_2_OF_4.items():
+        monkeypatch.setenv(name, value)
+    return chosen
+
+
+def test_session_trains_on_its_local_rank_when_it_sees_every_gpu_of_the_node(
+        pretend_cuda: list[torch.device], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1,2,3")
+    session = Session()
+    assert session.device == torch.device("cuda:2") and pretend_cuda == [torch.device("cuda:2")]
+
+
+@pytest.mark.parametrize("visible", ["2", "0"])
+def test_session_trains_on_the_one_gpu_the_site_bound_to_its_task(
+        pretend_cuda: list[torch.device], monkeypatch: pytest.MonkeyPatch, visible: str) -> None:
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", visible)  # --gpu-bind=single:1: cuda:2 would be an invalid ordinal
+    monkeypatch.setenv("SLURM_GPU_BIND", "single:1")
+    session = Session()
+    assert session.device == torch.device("cuda:0") and pretend_cuda == [torch.device("cuda:0")]
+
+
+def test_session_on_the_cpu_needs_no_gpu(ckpt_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,3")  # a binding it cannot resolve, but no CUDA: no question
+    monkeypatch.setenv("SLURM_GPU_GPUS_PER_NODE", "4")
+    assert Session().device == torch.device("cpu")

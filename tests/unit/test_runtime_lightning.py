@@ -242,7 +242,10 @@ def test_sigterm_stops_without_saving(ckpt_dir: Path) -> None:
     assert not resumable.finished(run)
     # no time for a checkpoint: the last periodic one is what the next run resumes from
     assert saved_steps(ckpt_dir) == [5]
-    assert not (ckpt_dir / INTERRUPTED_MARKER).exists()
+    # the marker tells the executor that a FAILED end (the batch script ended within a preemption's
+    # grace time, before Slurm's requeue) was a stop from outside; nothing asked Slurm to requeue
+    marker = json.loads((ckpt_dir / INTERRUPTED_MARKER).read_text())
+    assert marker["requeued"] is False and marker["step"] == 7 and marker["signals"] == ["SIGTERM"]
     assert resumable.resume_path() == str(ckpt(ckpt_dir, 5))
 
 
@@ -344,3 +347,113 @@ def test_a_requeue_and_resume_leave_their_events_in_the_step_log(ckpt_dir: Path,
     assert [e["event"] for e in entries].count("rank_ready") == 2
     why = [e["why"] for e in entries if e["event"] == "checkpoint"]
     assert why == ["periodic", "signal", "periodic", "periodic", "periodic"]
+
+
+# ---------------------------------------------------------------- launcher="torchrun"
+
+# the second process of the second node of a 2 nodes x 2 GPUs step with launcher="torchrun": srun
+# started one task per node (SLURM_PROCID=1 of SLURM_NTASKS=2), torchrun the node's two processes
+# (RANK=3 of WORLD_SIZE=4)
+TORCHRUN_2X2 = {
+    "SLURM_JOB_ID": "4244", "SLURM_JOB_NAME": "sg-train", "SLURM_NTASKS": "2", "SLURM_NNODES": "2",
+    "SLURM_NTASKS_PER_NODE": "1", "SLURM_TASKS_PER_NODE": "1(x2)", "SLURM_PROCID": "1", "SLURM_LOCALID": "0",
+    "SLURM_NODEID": "1", "SLURM_NODELIST": "n[1-2]",
+    "SLURM_GPU_NODES": "2", "SLURM_GPU_TASKS_PER_NODE": "1", "SLURM_GPU_GPUS_PER_NODE": "2",
+    "SLURM_GPU_LAUNCHER": "torchrun", "SLURM_GPU_STEP": "train/model=elastic",
+    "TORCHELASTIC_RUN_ID": "none", "RANK": "3", "LOCAL_RANK": "1", "WORLD_SIZE": "4", "LOCAL_WORLD_SIZE": "2",
+    "GROUP_RANK": "1", "ROLE_RANK": "3", "GROUP_WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "19244",
+}
+TORCH_VARIABLES = ("TORCHELASTIC_RUN_ID", "RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "GROUP_RANK",
+                   "ROLE_RANK", "GROUP_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+
+
+@pytest.fixture
+def torchrun_2x2(ckpt_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """This test process as that rank. Building a DDP Trainer sets Lightning's global rank_zero_only
+    rank: it is put back afterwards, or later tests would log as rank 3."""
+    from lightning_utilities.core.rank_zero import rank_zero_only
+
+    monkeypatch.setattr(rank_zero_only, "rank", getattr(rank_zero_only, "rank", 0))
+    for name in TORCH_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    for name, value in TORCHRUN_2X2.items():
+        monkeypatch.setenv(name, value)
+    return ckpt_dir
+
+
+def world(t: L.Trainer) -> tuple[str, int, int, int, int, int]:
+    return (type(t.strategy.cluster_environment).__name__, t.world_size, t.global_rank, t.local_rank, t.node_rank,
+            t.num_nodes)
+
+
+def unfitted(**kwargs: Any) -> L.Trainer:
+    return L.Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                     enable_model_summary=False, **kwargs)
+
+
+def test_under_torchrun_trainer_kwargs_give_torchruns_world(torchrun_2x2: Path) -> None:
+    from snakemake_executor_plugin_slurm_gpu.runtime import TORCHRUN_STRATEGY, trainer_kwargs
+
+    kwargs = trainer_kwargs(accelerator="cpu")
+    assert kwargs == {"num_nodes": 2, "devices": 2, "accelerator": "cpu", "strategy": TORCHRUN_STRATEGY,
+                      "default_root_dir": str(torchrun_2x2)}
+    # rank 3 of 4, the second of its node's two processes, on the second node: torchrun's numbers,
+    # not Slurm's (rank 1 of 2, local rank 0)
+    assert world(unfitted(**kwargs)) == ("TorchElasticEnvironment", 4, 3, 1, 1, 2)
+    # a name like "ddp", not a strategy instance: the same kwargs serve a second Trainer
+    assert world(unfitted(**kwargs)) == ("TorchElasticEnvironment", 4, 3, 1, 1, 2)
+
+
+def test_under_torchrun_the_documented_script_forms_torchruns_world(torchrun_2x2: Path) -> None:
+    from snakemake_executor_plugin_slurm_gpu.runtime import trainer_kwargs
+
+    # the README's Trainer line, unchanged from launcher="srun"
+    resumable = Resumable(every_n_steps=EVERY)
+    trainer = unfitted(max_steps=10, callbacks=[resumable], plugins=[resumable.environment()],
+                       **trainer_kwargs(accelerator="cpu"))
+    assert world(trainer) == ("TorchElasticEnvironment", 4, 3, 1, 1, 2)
+    assert resumable._rank == 3  # torchrun's RANK: only rank 0 reports a resume, not one process per node
+    assert not trainer.is_global_zero
+
+
+def test_resumable_environment_follows_the_launcher(ckpt_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from lightning.pytorch.plugins.environments import SLURMEnvironment, TorchElasticEnvironment
+
+    for name in TORCH_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    resumable = Resumable(every_n_steps=EVERY)
+    srun = resumable.environment()  # launcher="srun": Slurm's task ids are the ranks
+    assert type(srun) is SLURMEnvironment and not srun.auto_requeue  # Resumable requeues, not Lightning
+    for name, value in TORCHRUN_2X2.items():
+        monkeypatch.setenv(name, value)
+    assert type(resumable.environment()) is TorchElasticEnvironment
+
+
+def test_a_slurm_environment_under_torchrun_is_refused_when_the_trainer_is_built(torchrun_2x2: Path) -> None:
+    from lightning.pytorch.plugins.environments import SLURMEnvironment
+
+    from snakemake_executor_plugin_slurm_gpu.runtime import GeometryError, trainer_kwargs
+
+    # an older script's own SLURMEnvironment: rank SLURM_PROCID=1 of SLURM_NTASKS=2, for two processes
+    # of each node at once. Refused before fit(), before any process group could form with duplicate ranks
+    with pytest.raises(GeometryError) as excinfo:
+        unfitted(plugins=[SLURMEnvironment(auto_requeue=False)], **trainer_kwargs(accelerator="cpu"))
+    message = str(excinfo.value)
+    assert "started this process as rank 3 of 4" in message
+    assert "counts it as rank 1 of 2 (cluster environment SLURMEnvironment)" in message
+    assert "HINT:" in message and 'launcher="srun"' in message
+
+
+def test_a_plain_lightning_script_under_torchrun(torchrun_2x2: Path) -> None:
+    from snakemake_executor_plugin_slurm_gpu.runtime import check_lightning_world
+
+    # nothing of slurm-gpu, but the right numbers: Lightning (2.1 and later) picks TorchElasticEnvironment
+    # before SLURMEnvironment by itself
+    assert world(unfitted(accelerator="cpu", devices=2, num_nodes=2, strategy="ddp")) == (
+        "TorchElasticEnvironment", 4, 3, 1, 1, 2)
+    # Lightning's defaults: one process, a model of its own on each of torchrun's. What the observer's
+    # check (at setup, where Lightning's own checks do not look) makes of it
+    alone = unfitted(accelerator="cpu")
+    assert (alone.world_size, alone.global_rank) == (1, 0)
+    message = check_lightning_world(alone.world_size, alone.global_rank)
+    assert message is not None and "built for a single process" in message

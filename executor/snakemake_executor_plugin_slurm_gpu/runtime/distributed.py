@@ -39,7 +39,8 @@ import torch.distributed as dist
 
 from .. import checkpoints, events
 from . import collective, rendezvous, requeue, signals
-from .environment import Geometry, checkpoint_dir, geometry
+from .progress import Progress
+from .environment import Geometry, checkpoint_dir, geometry, local_device_index
 from .requeue import Interrupted
 
 log = logging.getLogger(__name__)
@@ -64,13 +65,16 @@ class Session:
         self.restart = int(os.environ.get("SLURM_RESTART_COUNT") or 0)
         self.interrupted: str | None = None
         cuda = torch.cuda.is_available()
-        self.device = torch.device(f"cuda:{self.world.local_rank}" if cuda else "cpu")
+        # cuda:LOCAL_RANK where each rank sees all of its node's GPUs; cuda:0 where the site binds one to each task
+        self.device = torch.device(f"cuda:{local_device_index()}" if cuda else "cpu")
         if cuda:
             torch.cuda.set_device(self.device)
         if self.world.world_size > 1:
             self._init_process_group(backend or ("nccl" if cuda else "gloo"), timeout_s)
         events.emit("rank_ready", rank=self.rank, node=os.environ.get("SLURMD_NODENAME") or socket.gethostname(),
                     restart=self.restart, world_size=self.world_size)
+        self.progress = Progress(self.rank)  # the stall watchdog's heartbeat (a distributed step's only)
+        self.progress.start()
         self._last_save = time.monotonic()
         self._last_saved_step: int | None = None
         if self.rank == 0:
@@ -101,14 +105,42 @@ class Session:
         return self.world.world_size > 1 and dist.is_available() and dist.is_initialized()
 
     # ------------------------------------------------------------ resume
-    def resume(self, map_location: Any = None, weights_only: bool = True) -> Any | None:
+    def resume(self, map_location: Any = None, weights_only: bool = True, *, template: Any = None) -> Any | None:
         """The newest checkpoint that verifies, loaded (every rank loads it), or None for a fresh
-        start. Damaged newer files are skipped, not unpickled."""
-        found = checkpoints.find_resumable(self.directory)
+        start. Damaged newer files are skipped, not unpickled. Rank 0 picks it and tells the others,
+        so every rank loads the same one (and only rank 0 reads it all to verify it).
+
+        A sharded checkpoint (a directory: save(..., sharded=True)) is loaded with
+        torch.distributed.checkpoint into `template`, a state dict or a callable that makes one:
+        the keys that were saved, each tensor (or DTensor) of its full size and sharded as this run
+        shards it (DCP reshards). It is filled in place and returned; without one, ValueError. DCP
+        unpickles its .metadata and non-tensor values itself, `weights_only` does not apply. For a
+        file checkpoint `template` is ignored: torch.load's result is returned."""
+        if self.distributed:
+            found, failure = None, None
+            if self.rank == 0:
+                try:
+                    found = checkpoints.find_resumable(self.directory)
+                except Exception as error:  # noqa: BLE001 - reaches every rank through _from_rank0
+                    failure = error
+            chosen = self._from_rank0(None if found is None else str(found), failure, "pick a checkpoint")
+            found = None if chosen is None else Path(chosen)
+        else:
+            found = checkpoints.find_resumable(self.directory)
         if found is None:
             return None
         log.warning("slurm-gpu: resuming from %s", found)
-        state = torch.load(found, map_location=map_location or self.device, weights_only=weights_only)
+        if found.is_dir():
+            if template is None:
+                raise ValueError(f"slurm-gpu: the checkpoint to resume from, {found}, is sharded (a "
+                                 "torch.distributed.checkpoint directory). HINT: pass the state dict to load it "
+                                 "into: session.resume(template=...), the same keys and shapes as what was saved")
+            import torch.distributed.checkpoint as dcp
+
+            state = template() if callable(template) else template
+            dcp.load(state, checkpoint_id=found)  # collective: every rank reads the parts it holds
+        else:
+            state = torch.load(found, map_location=map_location or self.device, weights_only=weights_only)
         if self.rank == 0:
             match = re.fullmatch(r"step-(\d+)\.ckpt", found.name)
             events.emit("resumed", from_step=int(match.group(1)) if match else None, path=str(found),
@@ -119,15 +151,22 @@ class Session:
     def step_done(self, step: int, state: Callable[[], Any]) -> None:
         """Call after every optimizer step, on every rank. `state` makes what is saved (called on
         rank 0 only, and only when a checkpoint is due). Raises Interrupted after a signal."""
+        self.progress.advance(step)
         received = signals.received()
         periodic = bool(self.every_n_steps) and step % self.every_n_steps == 0
         timed = self.every_s is not None and self.rank == 0 and time.monotonic() - self._last_save >= self.every_s
         want_requeue, timed, terminate = collective.agree(timed, self.device, self.distributed)
         if terminate and not want_requeue:
-            # SIGTERM: being killed now; the newest periodic checkpoint is what resumes
+            # SIGTERM: being killed now; the newest periodic checkpoint is what resumes, unless the
+            # step was told to save now (checkpoint-on-sigterm, within the site's GraceTime)
             self.interrupted = "SIGTERM"
+            if signals.checkpoint_on_term() and step != self._last_saved_step:
+                self.save(step, state, why="sigterm")
             if self.rank == 0:
                 events.emit("interrupted", global_step=step, why="SIGTERM")
+                requeue.note_stop(self.directory, step)
+            if self.distributed:
+                dist.barrier()  # kill-on-bad-exit: rank 0 writes its marker first
             raise Interrupted("received SIGTERM")
         if want_requeue and self.rank == 0:
             events.emit("signal", signal=",".join(received.names) or "requeue", global_step=step,
@@ -139,28 +178,89 @@ class Session:
             if self.rank == 0:
                 events.emit("interrupted", global_step=step, why="requeue signal")
                 requeue.request(self.directory, step, requeue=self.requeue)
+            if self.distributed:
+                # no rank exits before rank 0's request is done: srun's kill-on-bad-exit (the batch
+                # script sets it) would end rank 0 the moment another rank exits 143
+                dist.barrier()
+            self.progress.done()
             raise Interrupted(f"checkpointed at step {step} on the requeue signal")
 
-    def save(self, step: int, state: Callable[[], Any], why: str = "periodic") -> None:
-        """Collective: rank 0 writes step-N.ckpt atomically with its manifest, everyone waits."""
+    def save(self, step: int, state: Callable[[], Any], why: str = "periodic", *,
+             sharded: bool | None = None) -> None:
+        """Collective: rank 0 writes step-N.ckpt atomically with its manifest, everyone waits.
+
+        Sharded (sharded=True, or a `state` wrapped by Session.sharded, which is how step_done saves
+        sharded): every rank calls `state()` and torch.distributed.checkpoint writes each rank's part
+        into one directory, which rank 0 publishes as step-N.ckpt (see checkpoints.publish_directory).
+        When rank 0 fails to finish a checkpoint, every rank raises (rank 0 its own error)."""
+        if sharded is None:
+            sharded = bool(getattr(state, "slurm_gpu_sharded", False))
+        final = self.directory / f"step-{step:09d}.ckpt"
+        failure: Exception | None = None
+        if sharded:
+            import torch.distributed.checkpoint as dcp
+
+            name = None
+            if self.rank == 0:
+                try:
+                    name = checkpoints.temporary_name(final)  # fresh: no leftover of a killed save mixes in
+                    (self.directory / name).mkdir(mode=0o700)
+                except OSError as error:
+                    failure = error
+            temporary = self.directory / self._from_rank0(name, failure, f"start checkpoint {final}")
+            # collective: DCP gathers every rank's write results, rank 0 writes .metadata, and an
+            # error on any rank is raised on all of them
+            dcp.save(state(), checkpoint_id=temporary)
         if self.rank == 0:
-            final = self.directory / f"step-{step:09d}.ckpt"
-            with checkpoints.atomic_output(final) as temporary:
-                torch.save(state(), temporary)
-            checkpoints.write_manifest(final, step)
-            for old in sorted(self.directory.glob("step-*.ckpt"))[:-self.keep]:
-                old.unlink(missing_ok=True)
-                checkpoints.manifest_path(old).unlink(missing_ok=True)
-            events.emit("checkpoint", global_step=step, path=str(final), why=why)
-        if self.distributed:
-            dist.barrier()
+            try:
+                if sharded:
+                    checkpoints.publish_directory(temporary, final, step)  # 0700/0600, manifest, one rename
+                else:
+                    with checkpoints.atomic_output(final) as temporary:
+                        torch.save(state(), temporary)
+                    checkpoints.write_manifest(final, step)
+                for old in sorted(self.directory.glob("step-*.ckpt"))[:-self.keep]:
+                    checkpoints.remove_checkpoint(old)  # a file or a sharded checkpoint's directory
+                checkpoints.remove_leftovers(self.directory)  # of killed saves; no rank writes one now
+                events.emit("checkpoint", global_step=step, path=str(final), why=why)
+            except Exception as error:  # noqa: BLE001 - reaches every rank through _from_rank0
+                failure = error
+        # rank 0's outcome where a bare barrier was: when it failed, every rank raises now instead of
+        # waiting for it in the next collective until that one's timeout
+        self._from_rank0(None, failure, f"write checkpoint {final}")
         self._last_save = time.monotonic()
         self._last_saved_step = step
+
+    @staticmethod
+    def sharded(state: Callable[[], Any]) -> Callable[[], Any]:
+        """`state` marked for a sharded save, e.g. step_done(step, Session.sharded(lambda: {...})):
+        then every rank calls it (not rank 0 alone) and what it returns (DTensors, FSDP's sharded
+        state dict, or plain tensors) is saved with torch.distributed.checkpoint into the directory
+        step-N.ckpt. Resume it with resume(template=...)."""
+        def sharded_state() -> Any:
+            return state()
+        sharded_state.slurm_gpu_sharded = True  # type: ignore[attr-defined]
+        return sharded_state
+
+    def _from_rank0(self, value: Any, failure: Exception | None, what: str) -> Any:
+        """Collective: rank 0's `value` on every rank; or, when rank 0 failed (`failure`), an error on
+        every rank: rank 0's own, RuntimeError elsewhere. Without a process group: `value` or `failure`."""
+        problem = None if failure is None else f"{type(failure).__name__}: {failure}"
+        if self.distributed:
+            box = [(value, problem)]
+            dist.broadcast_object_list(box, src=0)
+            value, problem = box[0]
+        if failure is not None:
+            raise failure
+        if problem is not None:
+            raise RuntimeError(f"slurm-gpu: rank 0 could not {what}: {problem}")
+        return value
 
     # ------------------------------------------------------------ the end
     def finish(self, step: int) -> bool:
         """Training reached its end: say so, leave the process group. True (an interrupted run
         never gets here: step_done raised)."""
+        self.progress.done()
         if self.rank == 0:
             events.emit("training_done", global_step=step)
         if self.distributed:

@@ -10,6 +10,13 @@ all ranks at a step boundary, and a resume path that skips damaged files.
     if resumable.finished(trainer):                   # False after a requeue signal or SIGTERM
         save_the_model()
 
+The same script runs under either launcher. With launcher="torchrun" (one Slurm task per node, in
+which torchrun starts the node's ranks) trainer_kwargs() gives torchrun's processes per node as
+devices, environment() a TorchElasticEnvironment (ranks from RANK/WORLD_SIZE, not SLURM_PROCID),
+and torchrun passes the requeue signal on to every rank, whose handlers act on it as under srun.
+A SLURMEnvironment passed there beside trainer_kwargs() is refused when the Trainer is built: it
+would count one rank per node (see environment.check_lightning_world()).
+
 Imports torch and lightning: import this module only in the training script.
 """
 
@@ -24,12 +31,12 @@ from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
-from lightning.pytorch.plugins.environments import SLURMEnvironment
+from lightning.pytorch.plugins.environments import ClusterEnvironment, SLURMEnvironment, TorchElasticEnvironment
 
 from .. import checkpoints, events
 from . import collective, rendezvous, requeue, signals
-from .environment import checkpoint_dir
-from .requeue import INTERRUPTED_EXIT_CODE, Interrupted  # noqa: F401 - part of this module's interface
+from .environment import checkpoint_dir, under_torchrun
+from .requeue import INTERRUPTED_EXIT_CODE, Interrupted, note_stop  # noqa: F401 - part of this module's interface
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +55,8 @@ class Resumable(pl.Callback):
         self.interrupted: str | None = None
         self._last_save = time.monotonic()
         self._last_saved_step: int | None = None
-        self._rank = int(os.environ.get("SLURM_PROCID") or 0)
+        # the global rank: torchrun's under launcher="torchrun" (Slurm's SLURM_PROCID counts its tasks, one per node)
+        self._rank = int(os.environ.get("RANK" if under_torchrun() else "SLURM_PROCID") or 0)
         self._restart = int(os.environ.get("SLURM_RESTART_COUNT") or 0)
         rendezvous.announce()  # rank_started, before the process group forms
 
@@ -65,8 +73,14 @@ class Resumable(pl.Callback):
                             restart=self._restart)
         return None if found is None else str(found)
 
-    def environment(self) -> SLURMEnvironment:
-        """A SLURMEnvironment whose own requeue handler stays off: this callback does that job."""
+    def environment(self) -> ClusterEnvironment:
+        """The cluster environment for `Trainer(plugins=[...])`. Under srun (one task per rank): a
+        SLURMEnvironment whose own requeue handler stays off, since this callback does that job. Under
+        torchrun (launcher="torchrun", one Slurm task per node): a TorchElasticEnvironment, which takes
+        the ranks from torchrun (RANK, LOCAL_RANK, WORLD_SIZE, GROUP_RANK); SLURM_PROCID/SLURM_NTASKS
+        count one rank per node there. It has no requeue handler of its own either."""
+        if under_torchrun():
+            return TorchElasticEnvironment()
         return SLURMEnvironment(auto_requeue=False)
 
     def finished(self, trainer: pl.Trainer) -> bool:
@@ -102,10 +116,17 @@ class Resumable(pl.Callback):
             time.monotonic() - self._last_save >= self.every_s
         requeue, timed, terminate = collective.agree(timed, trainer.strategy.root_device, trainer.world_size > 1)
         if terminate and not requeue:
-            # SIGTERM: the job is being killed; the last periodic checkpoint is what resumes
+            # SIGTERM: the job is being killed (preemption without the requeue signal, scancel, the
+            # time limit): the last periodic checkpoint is what resumes, unless the step was told to
+            # save now (checkpoint-on-sigterm: the site's GraceTime must cover a save; an interrupted
+            # save leaves only its temporary file, never a damaged checkpoint)
             self.interrupted = "SIGTERM"
+            if signals.checkpoint_on_term() and step != self._last_saved_step:
+                self._save(trainer, step, why="sigterm")
             if trainer.is_global_zero:
                 events.emit("interrupted", global_step=step, why="SIGTERM")
+                note_stop(self.directory, step)
+            trainer.strategy.barrier("slurm-gpu stop")  # kill-on-bad-exit: rank 0 writes its marker first
             raise Interrupted("received SIGTERM")
         if requeue and trainer.is_global_zero:
             events.emit("signal", signal=",".join(received.names) or "requeue", global_step=step,
@@ -118,6 +139,9 @@ class Resumable(pl.Callback):
                 # before the requeue request: once Slurm has it, this process may be killed any moment
                 events.emit("interrupted", global_step=step, why="requeue signal")
             self._request_requeue(trainer, step)
+            # every rank waits for rank 0's request: srun's kill-on-bad-exit (the batch script sets
+            # it) would otherwise end rank 0 the moment another rank exits 143, mid-request
+            trainer.strategy.barrier("slurm-gpu requeue")
             raise Interrupted(f"checkpointed at step {step} on the requeue signal")
 
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
@@ -129,25 +153,46 @@ class Resumable(pl.Callback):
     # ------------------------------------------------------------ actions
     def _save(self, trainer: pl.Trainer, step: int, why: str = "periodic") -> None:
         final = self.directory / f"step-{step:09d}.ckpt"
-        tmp = self.directory / f".tmp-step-{step:09d}.ckpt"  # the same name on every rank; rank 0 writes
-        # collective: every rank takes part, rank 0 writes. Lightning may stage the bytes through
-        # $TMPDIR; the rename onto the final name happens inside the directory, so it is atomic
+        # collective: every rank takes part. DDP-like strategies have rank 0 write one file; FSDP with
+        # state_dict_type="sharded" and DeepSpeed make `tmp` a directory every rank writes into. So the
+        # temporary name is rank 0's, the same on every rank, and fresh: no leftover of a killed save
+        # of the same step mixes in. Lightning may stage a file's bytes through $TMPDIR; the rename
+        # onto the final name happens inside the directory, so it is atomic
+        tmp = self.directory / trainer.strategy.broadcast(checkpoints.temporary_name(final))
         trainer.save_checkpoint(tmp)
+        # every rank's shards are on disk before rank 0 looks; the same collectives on every rank,
+        # whatever the strategy wrote
+        trainer.strategy.barrier("slurm-gpu checkpoint written")
+        failure: Exception | None = None
         if trainer.is_global_zero:
-            os.chmod(tmp, 0o600)  # a pickle: nobody else may read (or, with a lax umask, write) it
-            os.replace(tmp, final)
-            checkpoints.write_manifest(final, step)
-            self._prune()
-            events.emit("checkpoint", global_step=step, path=str(final), why=why)
-        trainer.strategy.barrier("slurm-gpu checkpoint")
+            try:
+                if tmp.is_dir() and not tmp.is_symlink():
+                    # sharded: 0700/0600 throughout, manifest of every file, one rename onto `final`
+                    checkpoints.publish_directory(tmp, final, step)
+                else:
+                    os.chmod(tmp, 0o600)  # a pickle: nobody else may read (or, with a lax umask, write) it
+                    os.replace(tmp, final)
+                    checkpoints.write_manifest(final, step)
+                self._prune()
+                events.emit("checkpoint", global_step=step, path=str(final), why=why)
+            except Exception as error:  # noqa: BLE001 - passed to every rank below, then raised
+                failure = error
+        # rank 0's outcome where a bare barrier was: when rank 0 failed, every rank raises now instead
+        # of waiting for it in the next collective until that one's timeout
+        problem = trainer.strategy.broadcast(None if failure is None else f"{type(failure).__name__}: {failure}")
+        if failure is not None:
+            raise failure
+        if problem is not None:
+            raise RuntimeError(f"slurm-gpu: rank 0 could not finish checkpoint {final}: {problem}")
         self._last_save = time.monotonic()
         self._last_saved_step = step
 
     def _prune(self) -> None:
         ours = sorted(self.directory.glob("step-*.ckpt"))
         for old in ours[:-self.keep]:
-            old.unlink(missing_ok=True)
-            Path(f"{old}.json").unlink(missing_ok=True)
+            checkpoints.remove_checkpoint(old)  # a file or a sharded checkpoint's directory, and its manifest
+        # what killed or failed saves left ('.tmp-step-*'): rank 0 prunes while no rank writes one
+        checkpoints.remove_leftovers(self.directory)
 
     def _request_requeue(self, trainer: pl.Trainer, step: int) -> None:
         if trainer.is_global_zero:

@@ -25,6 +25,7 @@ import lightning.pytorch as pl
 
 from . import signals
 from .. import heartbeat
+from .environment import GeometryError, check_lightning_world
 from .progress import Progress
 
 STEP_ENV = "SLURM_GPU_STEP"
@@ -67,7 +68,14 @@ class StepObserver(pl.Callback):
 
     # ------------------------------------------------------------ hooks
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        # after the process group formed, before Lightning installs its signal handlers
+        # after the process group formed, before Lightning installs its signal handlers. Under
+        # torchrun a plain script's Trainer may count a world other than torchrun's (SLURMEnvironment
+        # wins inside srun): refused here rather than trained as several separate models
+        env = getattr(trainer.strategy, "cluster_environment", None)
+        problem = check_lightning_world(trainer.world_size, trainer.global_rank,
+                                        cluster_environment=None if env is None else type(env).__name__)
+        if problem:
+            raise GeometryError(problem)
         self._stop_ignoring()
         if self.progress is None:
             self.progress = Progress(rank=trainer.global_rank)

@@ -55,3 +55,13 @@ def request(directory: str | Path, step: int, requeue: bool = True) -> bool:
     checkpoints.atomic_write_bytes(Path(directory) / checkpoints.INTERRUPTED_MARKER, json.dumps(marker).encode())
     events.emit("requeue_requested", global_step=step, requeued=marker["requeued"])
     return bool(marker["requeued"])
+
+
+def note_stop(directory: str | Path, step: int) -> None:
+    """Rank 0 only, when the ranks stop on SIGTERM: leave the interrupted marker, so that a job that
+    ends FAILED while Slurm's preemption grace time runs (the batch script ends with its ranks,
+    before Slurm's requeue comes) is resubmitted by the executor instead of failing the step. No
+    requeue request: SIGTERM also comes from scancel, and a requeue would undo the cancel."""
+    marker = {"job_id": os.environ.get("SLURM_JOB_ID"), "step": step, "signals": signals.received().names,
+              "at": datetime.now(timezone.utc).isoformat(), "requeued": False}
+    checkpoints.atomic_write_bytes(Path(directory) / checkpoints.INTERRUPTED_MARKER, json.dumps(marker).encode())
