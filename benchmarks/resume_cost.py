@@ -12,16 +12,19 @@ writes benchmarks/results/resume_cost.json). Figures, not assertions: nothing he
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
 import time
 from datetime import datetime
 from pathlib import Path
+from typing import Iterator
 
 from benchlib import slurm
 
@@ -29,6 +32,7 @@ REPO = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
 OFFICIAL_BIN = REPO / ".venv-official" / "bin"  # make bench-venv
 ONE_RANK = ", 1 node x 1 rank"
+CHECKPOINT_ON_SIGTERM = ", checkpoint-on-sigterm"
 LOGS = Path(".snakemake/slurm-gpu/logs/train/all")
 CKPT = Path(".snakemake/slurm-gpu/checkpoints/train/all")
 
@@ -86,8 +90,45 @@ def running_with_checkpoint(workdir: Path) -> str | None:
     return ready_to_stop(ids[-1] if ids else None, workdir / CKPT, log_text(workdir))
 
 
+def rank_pid(job: str, rank: int) -> int | None:
+    """The training process of rank `rank` of `job` (the nodes share this machine's process table)."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if b"scripts/train.py" not in (entry / "cmdline").read_bytes():
+                continue
+            env = dict(item.split("=", 1) for item in (entry / "environ").read_bytes().decode(errors="replace")
+                       .split("\0") if "=" in item)
+        except OSError:
+            continue
+        if env.get("SLURM_JOB_ID") == job and env.get("SLURM_PROCID") == str(rank) and env.get("SLURM_STEP_ID") != "batch":
+            return int(entry.name)
+    return None
+
+
+@contextlib.contextmanager
+def sigterm_only() -> Iterator[None]:
+    """Preemption as many sites configure it: SIGTERM and the partition's GraceTime (15 s on debug),
+    no requeue signal first (slurm.conf without preempt_send_user_signal)."""
+    conf = Path("/etc/slurm/slurm.conf")
+    original = conf.read_text()
+    conf.write_text("\n".join(line for line in original.splitlines()
+                              if not line.startswith("SlurmctldParameters=preempt_send_user_signal")) + "\n")
+    try:
+        slurm("scontrol", "reconfigure")
+        wait_for(lambda: "preempt_send_user_signal" not in slurm("scontrol", "show", "config"), 30)
+        yield
+    finally:
+        conf.write_text(original)
+        slurm("scontrol", "reconfigure")
+        wait_for(lambda: "preempt_send_user_signal" in slurm("scontrol", "show", "config"), 30)
+
+
 def stop(scenario: str, job: str) -> None:
-    if "signalled preemption" in scenario:
+    if scenario.startswith("stalled rank"):
+        os.kill(wait_for(lambda: rank_pid(job, 3), 30), signal.SIGSTOP)
+    elif "preemption" in scenario:
         slurm("sbatch", "-p", "urgent", "-N2", "--ntasks-per-node=4", "-J", "urgent", "-o", "/dev/null",
               "--wrap=sleep 3")
     elif scenario == "scontrol requeue (no signal)":
@@ -97,6 +138,13 @@ def stop(scenario: str, job: str) -> None:
 
 
 def run_scenario(scenario: str, steps: int, step_sleep: float) -> dict[str, object]:
+    if scenario.startswith("SIGTERM-only"):
+        with sigterm_only():
+            return _run_scenario(scenario, steps, step_sleep)
+    return _run_scenario(scenario, steps, step_sleep)
+
+
+def _run_scenario(scenario: str, steps: int, step_sleep: float) -> dict[str, object]:
     if scenario.startswith("official plugin"):
         return run_official(scenario, steps, step_sleep)
     workdir = Path(tempfile.mkdtemp(prefix="resume-cost-")) / "train-eval"
@@ -109,6 +157,8 @@ def run_scenario(scenario: str, steps: int, step_sleep: float) -> dict[str, obje
         # a 1-minute limit, no warning signal, and twice as much training as fits in it
         args = args[:4] + [f"max_steps={int(120 / step_sleep)}", "--set-resources", "train:runtime=1",
                             "train:signal_lead_s=0"]
+    if scenario.endswith(CHECKPOINT_ON_SIGTERM):
+        args.append("--slurm-gpu-checkpoint-on-sigterm")
     args.append("--slurm-gpu-keep-successful-logs")  # the figures come from the step's Slurm logs
     env = {**os.environ, "PATH": f"{VENV_BIN}:{os.environ['PATH']}", "TRAIN_STEP_SLEEP_S": str(step_sleep),
            "TRAIN_PROGRESS_EVERY": "1"}
@@ -210,7 +260,8 @@ def main() -> None:
     ap.add_argument("--only", default="", help="comma-separated scenario name prefixes")
     args = ap.parse_args()
     scenarios = ["signalled preemption", "scontrol requeue (no signal)", "node failure (slurmd killed)",
-                 "time-out, resubmitted", "signalled preemption" + ONE_RANK,
+                 "time-out, resubmitted", "SIGTERM-only preemption", "SIGTERM-only preemption" + CHECKPOINT_ON_SIGTERM,
+                 "stalled rank (SIGSTOP on rank 3)", "signalled preemption" + ONE_RANK,
                  "official plugin: signalled preemption" + ONE_RANK]
     if args.only:
         scenarios = [s for s in scenarios if any(s.startswith(p.strip()) for p in args.only.split(","))]

@@ -5,6 +5,8 @@
 # Idempotent: starts only what is not running; restarts Slurm daemons when the generated config changed.
 #
 # Knobs (environment): NODES (2), GPUS per node (2), CPUS per node (4), ACCOUNTING=dbd|none (dbd),
+#   TASK_PLUGIN=task/none|task/affinity (task/none: the declared CPUs may exceed the real cores; with
+#   task/affinity, Slurm binds each task to CPUs, which must then exist: CPUS at most the cores),
 #   SUBNET (10.250.0: the /24 of the private bridge), CLUSTER_STATE_DIR (/var/lib/slurm-gpu-cluster).
 set -euo pipefail
 here=$(cd "$(dirname "$(readlink -f "$0")")" && pwd)
@@ -12,11 +14,15 @@ here=$(cd "$(dirname "$(readlink -f "$0")")" && pwd)
 t_start=$(date +%s.%N)
 
 NODES=${NODES:-2}; GPUS=${GPUS:-2}; CPUS=${CPUS:-4}; ACCOUNTING=${ACCOUNTING:-dbd}; SUBNET=${SUBNET:-10.250.0}
+TASK_PLUGIN=${TASK_PLUGIN:-task/none}
 [ "$(id -u)" = 0 ] || die "the local cluster needs root (it installs Debian packages, writes /etc/slurm and creates network namespaces); run 'sudo make cluster-up'"
 [[ "$NODES" =~ ^[0-9]+$ ]] && [ "$NODES" -ge 1 ] && [ "$NODES" -le 200 ] || die "NODES must be 1..200 (got '$NODES')"
 [[ "$GPUS" =~ ^[0-9]+$ ]] && [ "$GPUS" -le 16 ] || die "GPUS must be 0..16 (got '$GPUS')"
 [[ "$CPUS" =~ ^[0-9]+$ ]] && [ "$CPUS" -ge 1 ] || die "CPUS must be >= 1 (got '$CPUS')"
 case "$ACCOUNTING" in dbd|none) ;; *) die "ACCOUNTING must be dbd or none (got '$ACCOUNTING')";; esac
+case "$TASK_PLUGIN" in task/none) ;; task/affinity)
+  [ "$CPUS" -le "$(nproc)" ] || die "TASK_PLUGIN=task/affinity binds tasks to real CPUs: CPUS must be at most $(nproc) (got '$CPUS')";;
+  *) die "TASK_PLUGIN must be task/none or task/affinity (got '$TASK_PLUGIN')";; esac
 mkdir -p "$STATE_DIR"
 
 # ---- 1. packages (Debian's own Slurm 22.05 and munge; MariaDB + slurmdbd for sacct)
@@ -68,7 +74,7 @@ for i in $(seq 1 "$NODES"); do
 "
 done
 new_conf=$STATE_DIR/etc/slurm.conf.new
-CTL_HOST=$ctl_host CTL_ADDR=$ctl_addr GRES_TYPES=$gres_types ACCOUNTING_LINES=$accounting NODE_LINES=$nodes \
+CTL_HOST=$ctl_host CTL_ADDR=$ctl_addr GRES_TYPES=$gres_types ACCOUNTING_LINES=$accounting NODE_LINES=$nodes TASK_PLUGIN=$TASK_PLUGIN \
   render "$here/conf/slurm.conf.in" > "$new_conf"
 new_gres=$STATE_DIR/etc/gres.conf.new
 { echo "AutoDetect=off"

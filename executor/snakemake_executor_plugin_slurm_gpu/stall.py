@@ -32,7 +32,7 @@ class Stall:
     limit_s: float
     derived: bool                 # the limit came from the pace, not the setting
     global_step: int | None
-    silent: list[dict[str, Any]]  # ranks whose heartbeat stopped: {"rank", "node", "silent_s"}
+    silent: list[dict[str, Any]]  # ranks whose heartbeat stopped: {"rank", "node", "silent_s", "stack"}
     waiting: list[dict[str, Any]]  # ranks alive but not advancing: {"rank", "node", "stack"}
     missing: list[int]            # ranks that never beat while others did
 
@@ -47,9 +47,11 @@ class Stall:
         at = f" at step {self.global_step:,}" if isinstance(self.global_step, int) else ""
         parts = [f"training stalled{at}: no rank advanced for {self.idle_s:.0f} s (limit {limit})"]
         for rank in self.silent:
+            # a stopped process gives no stack: its last heartbeat's is where it was last seen
+            seen = f", last seen in {rank['stack'][-1]}" if rank.get("stack") else ""
             parts.append(f"rank {rank['rank']} on {rank['node']} stopped answering (no heartbeat for "
-                         f"{rank['silent_s']:.0f} s: the process is stopped or hung in a call that holds the "
-                         "interpreter, or its node is unreachable)")
+                         f"{rank['silent_s']:.0f} s{seen}: the process is stopped or hung in a call that holds "
+                         "the interpreter, or its node is unreachable)")
         if self.missing:
             parts.append(f"{'rank' if len(self.missing) == 1 else 'ranks'} {span(self.missing)} never reported")
         if self.waiting:
@@ -89,7 +91,8 @@ def check(beats: Iterable[Mapping[str, Any]], world_size: int, job_id: str, star
     idle = now - last_advance
     pace = max(float(b.get("max_gap_s") or 0) for b in current)
     silent_after = SILENT_INTERVALS * interval_s + SILENT_SLACK_S
-    silent = [{"rank": int(b["rank"]), "node": b.get("node"), "silent_s": now - float(b.get("ts") or 0)}
+    silent = [{"rank": int(b["rank"]), "node": b.get("node"), "silent_s": now - float(b.get("ts") or 0),
+               "stack": list(b.get("stack") or [])}
               for b in current if now - float(b.get("ts") or 0) > silent_after]
     seen = {int(b["rank"]) for b in current}
     missing = [r for r in range(world_size) if r not in seen]

@@ -132,14 +132,20 @@ def write_workflow(dest: Path, snakefile: str) -> Path:
 
 # ---------------------------------------------------------------- the 32 x 8 cluster of the scale tests
 
-SCALE_SHAPE = {"NODES": "32", "GPUS": "8", "CPUS": "8"}
+SCALE_SHAPE = {"NODES": "32", "GPUS": "8", "CPUS": "8", "TASK_PLUGIN": "task/none"}
+# Slurm binds each task to CPUs (task/affinity), which must then exist: as many CPUs per node as this
+# machine has cores (2 in CI), every node on the same cores
+AFFINITY_SHAPE = {"NODES": "2", "GPUS": "2", "CPUS": str(min(os.cpu_count() or 1, 2)), "TASK_PLUGIN": "task/affinity"}
 
 
 def cluster_shape() -> dict[str, str]:
     """NODES/GPUS/CPUS of the running cluster, as cluster/up.sh takes them."""
     rows = [line.split("|") for line in slurm("sinfo", "--noheader", "--Node", "--format=%N|%c|%G").split()]
     gpus = max((int(g.rsplit(":", 1)[1].split("(")[0]) for _, _, g in rows if g.startswith("gpu")), default=0)
-    return {"NODES": str(len({n for n, _, _ in rows})), "GPUS": str(gpus), "CPUS": str(max(int(c) for _, c, _ in rows))}
+    plugin = next((line.split("=", 1)[1].strip() for line in slurm("scontrol", "show", "config").splitlines()
+                   if line.startswith("TaskPlugin ")), "task/none")
+    return {"NODES": str(len({n for n, _, _ in rows})), "GPUS": str(gpus), "CPUS": str(max(int(c) for _, c, _ in rows)),
+            "TASK_PLUGIN": plugin}
 
 
 def reshape_cluster(shape: dict[str, str]) -> None:
@@ -168,9 +174,23 @@ def scale_cluster(cluster) -> dict[str, str]:
         reshape_cluster(before)
 
 
+@pytest.fixture(scope="module")
+def affinity_cluster(cluster) -> dict[str, str]:
+    """The local cluster binding tasks to CPUs (AFFINITY_SHAPE) for one test module, then back."""
+    before = cluster_shape()
+    if before != AFFINITY_SHAPE:
+        reshape_cluster(AFFINITY_SHAPE)
+    yield AFFINITY_SHAPE
+    if before != AFFINITY_SHAPE:
+        reshape_cluster(before)
+
+
 def pytest_collection_modifyitems(config, items):
-    # reshaping the cluster restarts every Slurm daemon: do it once, after every other test
-    items.sort(key=lambda item: "scale_cluster" in getattr(item, "fixturenames", ()))
+    # reshaping the cluster restarts every Slurm daemon: do it once per shape, after every other test
+    def shape(item) -> int:
+        names = getattr(item, "fixturenames", ())
+        return 2 if "scale_cluster" in names else 1 if "affinity_cluster" in names else 0
+    items.sort(key=shape)
 
 
 def record_figure(name: str, value: object) -> None:

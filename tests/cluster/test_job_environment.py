@@ -3,7 +3,7 @@ for seed-style scripts, the DDP rendezvous, and a checkpoint directory that outl
 
 import re
 
-from conftest import snakemake, write_workflow
+from conftest import slurm, snakemake, write_workflow
 
 SNAKEFILE = r'''
 rule ranks:
@@ -49,3 +49,27 @@ def test_rule_srun_gets_whole_allocation_and_checkpoint_dir_survives_reruns(clus
     assert {r[6] for r in ranks} == ckpt_dirs
     assert listing == [f"marker-{job1}"]
     assert re.search(rf"Slurm job {job2}\b", second.output)
+
+
+CPUS_SNAKEFILE = r'''
+rule cpus:
+    output: "cpus.txt"
+    resources: nodes=1, gpus=2, cpus_per_task=2, runtime=5
+    shell:
+        "srun python3 -c 'import os; print(\"rank\", os.environ[\"SLURM_PROCID\"], os.environ.get(\"SLURM_CPUS_PER_TASK\"))'"
+        " > {output} && echo step $SLURM_JOB_ID >> {output}"
+'''
+
+
+def test_the_rules_srun_gives_each_rank_its_cpus_per_task(cluster, tmp_path):
+    """srun of Slurm 22.05 to 23.02 does not take --cpus-per-task from the job: without
+    SRUN_CPUS_PER_TASK each rank's step would hold one CPU (and be bound to it under task/affinity)."""
+    workdir = write_workflow(tmp_path / "wf", CPUS_SNAKEFILE)
+    run = snakemake(workdir)
+    assert run.returncode == 0, run.output
+    text = (workdir / "cpus.txt").read_text()
+    assert sorted(line.split()[1:] for line in text.splitlines() if line.startswith("rank ")) == [["0", "2"], ["1", "2"]]
+    job = text.split("step ")[-1].strip()
+    steps = slurm("sacct", "--noheader", "--parsable2", f"--jobs={job}", "--format=JobID,AllocCPUS").splitlines()
+    alloc = dict(line.split("|") for line in steps)
+    assert alloc[f"{job}.0"] == "4", steps  # the rule's srun step: 2 ranks x 2 CPUs

@@ -138,16 +138,18 @@ def test_preemption_by_urgent_partition_checkpoints_requeues_in_place_and_resume
 
 
 def test_walltime_warning_signal_checkpoints_and_requeues_until_done(cluster, workflow):
-    # runtime 2 min with a 90 s lead: the warning is due 30 s into each run, and Slurm's periodic
-    # check delivers it anywhere from the start to about a minute in; 900 steps take ~45 s plus
-    # start-up, so at least one run is warned before training ends
-    bg, watch = start(workflow, "--set-resources", "train:runtime=2", sleep_s=0.05, max_steps=900)
+    # runtime 3 min with a 59 s lead (the longest that leaves a minute of training even when Slurm
+    # signals 60 s early): the warning is due 121 s into each run, and Slurm's periodic check may
+    # deliver it up to a minute sooner; 2400 steps take ~120 s plus start-up, so at least one run is
+    # warned before training ends
+    bg, watch = start(workflow, "--set-resources", "train:runtime=3", "train:signal_lead_s=59", sleep_s=0.05,
+                      max_steps=2400)
     try:
         run = bg.wait(timeout_s=900)
     finally:
         bg.kill()
         watch.stop()
-    assert_resumed_and_completed(run, workflow, watch, 900)
+    assert_resumed_and_completed(run, workflow, watch, 2400)
     (job,) = train_jobs(workflow)
     states = [s for s, _, _ in segments(job)]
     assert "REQUEUED" in states and states[-1] == "COMPLETED", states

@@ -89,6 +89,30 @@ def test_stalled_rank_is_named_cancelled_and_the_step_resumes_elsewhere(cluster,
           f"{resumed[0]['ts'] - stopped_at:.1f} s")
 
 
+def test_a_stalled_single_node_step_is_resubmitted_without_the_stalled_node(cluster, tmp_path):
+    """A 1 x 2 step whose rank 1 stops: the partition has another node, so the new job excludes the
+    one where the rank stalled, and the step finishes there."""
+    workdir = copy_workflow("train-eval", tmp_path)
+    bg = Background(workdir, "--config", "max_steps=300", "train_nodes=1", "train_gpus=2",
+                    env={"TRAIN_STEP_SLEEP_S": "0.1"})
+    try:
+        job = checkpointed_train_job(workdir, 50)
+        os.kill(rank_process(job, 1, "scripts/train.py"), signal.SIGSTOP)
+        run = bg.wait()
+    finally:
+        bg.kill()
+    assert run.returncode == 0, run.output
+    [stalled] = [e for e in events_of(workdir) if e["event"] == "stalled"]
+    [silent] = stalled["silent"]
+    first_node = silent["node"]
+    jobs = train_jobs(workdir)
+    assert len(jobs) == 2 and jobs[0] == job
+    second = slurm("sacct", "-X", "--noheader", "--parsable2", f"--jobs={jobs[1]}", "--format=NodeList").strip()
+    assert second and second != first_node, (first_node, second)
+    assert f"its new job excludes {first_node}" in run.output
+    assert done_steps(train_output(workdir)) == [300]
+
+
 def test_killed_rank_ends_the_step_at_once_naming_rank_node_and_signal(cluster, tmp_path):
     """Rank 3 is killed (SIGKILL, as the out-of-memory killer does). The others would wait in their
     next all-reduce for the process group's timeout; srun's kill-on-bad-exit ends them at once, and

@@ -96,7 +96,7 @@ class ShardingTrainer:
         self.global_rank, self.is_global_zero = rank, rank == 0
         self.strategy = FakeStrategy(from_rank0)
 
-    def save_checkpoint(self, filepath: str | Path) -> None:
+    def save_checkpoint(self, filepath: str | Path, weights_only: bool | None = None) -> None:
         path = Path(filepath)
         path.mkdir(exist_ok=True)
         (path / f"__{self.global_rank}_0.distcp").write_bytes(os.urandom(2048))

@@ -39,7 +39,7 @@ def test_a_silent_rank_with_the_others_waiting_is_a_stall_after_the_short_limit(
     assert [r["rank"] for r in found.waiting] == [0, 1, 2]
     message = found.message()
     assert "no rank advanced for 61 s (limit 60 s, from the step's pace)" in message
-    assert "rank 3 on n2 stopped answering (no heartbeat for 61 s" in message
+    assert "rank 3 on n2 stopped answering (no heartbeat for 61 s, last seen in torch/distributed_c10d.py" in message
     assert "ranks 0-2 wait in torch/distributed_c10d.py:2501 in all_reduce" in message
 
 

@@ -159,7 +159,7 @@ class Resumable(pl.Callback):
         # of the same step mixes in. Lightning may stage a file's bytes through $TMPDIR; the rename
         # onto the final name happens inside the directory, so it is atomic
         tmp = self.directory / trainer.strategy.broadcast(checkpoints.temporary_name(final))
-        trainer.save_checkpoint(tmp)
+        trainer.save_checkpoint(tmp, weights_only=False)  # explicit: Lightning logs its default at every save
         # every rank's shards are on disk before rank 0 looks; the same collectives on every rank,
         # whatever the strategy wrote
         trainer.strategy.barrier("slurm-gpu checkpoint written")
