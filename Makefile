@@ -8,6 +8,8 @@ TORCH_PIN ?= torch==2.13.0
 NODES ?= 2
 GPUS ?= 2
 CPUS ?= 4
+# task/affinity binds tasks to real CPUs: then CPUS must not exceed this machine's cores
+TASK_PLUGIN ?= task/none
 
 .PHONY: venv cluster-up cluster-down demo test test-unit test-cluster bench bench-venv
 
@@ -22,7 +24,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 cluster-up:
-	NODES=$(NODES) GPUS=$(GPUS) CPUS=$(CPUS) bash cluster/up.sh
+	NODES=$(NODES) GPUS=$(GPUS) CPUS=$(CPUS) TASK_PLUGIN=$(TASK_PLUGIN) bash cluster/up.sh
 
 cluster-down:
 	bash cluster/down.sh

@@ -204,6 +204,12 @@ class Executor(RemoteExecutor):
         if given.get("gpu_model") and not spec.gpus:
             self._say_once(f"model:{rule}", f"slurm-gpu: rule '{rule}': resource 'gpu_model' is set but the rule asks "
                            "for no GPUs, so no GPU is requested for it (set gpus to get one)")
+        if spec.resumable and not spec.signal and given.get("signal_lead_s") is None and self.settings.signal_lead_s > 0:
+            self._say_once(f"lead:{rule}", f"slurm-gpu: rule '{rule}': its runtime of {spec.time_min} minute(s) is too "
+                           f"short for the {self.settings.signal_lead_s} s signal lead (--slurm-gpu-signal-lead-s; Slurm "
+                           "may signal up to 60 s early), so its jobs get no requeue signal before the time limit: "
+                           "they resume from their periodic checkpoints after it. HINT: set the rule's signal_lead_s "
+                           "to a lead that fits, or raise runtime")
         if given.get("gpu_manufacturer"):
             self._say_once(f"maker:{rule}", f"slurm-gpu: rule '{rule}': Slurm cannot be asked for a GPU maker, so "
                            "resource 'gpu_manufacturer' is not submitted. HINT: use gpu_model (the type in gres.conf) "

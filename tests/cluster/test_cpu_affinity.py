@@ -1,18 +1,18 @@
-"""Each rank gets the CPUs its rule asked for where the site binds tasks to CPUs (task/affinity), on
-the cluster's own Slurm release: srun of 22.05 to 23.02 does not take the job's --cpus-per-task, so
-without SRUN_CPUS_PER_TASK (exported by the batch script) every rank would be bound to one CPU."""
+"""Each rank gets the CPUs its rule asked for where the site binds tasks to CPUs (task/affinity). srun
+of some 22.05 to 23.02 releases does not take the job's --cpus-per-task, and would bind every rank to
+one CPU: the batch script exports SRUN_CPUS_PER_TASK. (Debian's 22.05.8 does not show that pitfall on
+this machine: its 2 cores allow only one rank of 2 CPUs, and a one-task step gets the whole allocation
+whatever srun is told, so the test pins the binding, not the pitfall.)"""
 
 from __future__ import annotations
 
-import re
+from conftest import snakemake, write_workflow
 
-from conftest import slurm, snakemake, write_workflow
-
-PRINT_CPUS = "python3 -c 'import os; print(\"rank\", os.environ[\"SLURM_PROCID\"], *sorted(os.sched_getaffinity(0)))'"
+PRINT_CPUS = r"python3 -c 'import os; print(\"rank\", os.environ[\"SLURM_PROCID\"], *sorted(os.sched_getaffinity(0)))'"
 
 SNAKEFILE = f'''
 rule all:
-    input: "two_cpus.txt", "two_ranks.txt", "unexported.txt"
+    input: "two_cpus.txt", "two_ranks.txt"
 
 rule two_cpus:
     output: "two_cpus.txt"
@@ -23,11 +23,6 @@ rule two_ranks:
     output: "two_ranks.txt"
     resources: nodes=1, gpus=2, cpus_per_task=1, runtime=5
     shell: "srun {PRINT_CPUS} > {{output}}"
-
-rule unexported:
-    output: "unexported.txt"
-    resources: nodes=1, gpus=1, cpus_per_task=2, runtime=5
-    shell: "env -u SRUN_CPUS_PER_TASK srun {PRINT_CPUS} > {{output}}"
 '''
 
 
@@ -44,10 +39,3 @@ def test_every_rank_is_bound_to_the_cpus_of_its_rule(affinity_cluster, tmp_path)
     two = cpus_by_rank((workdir / "two_ranks.txt").read_text())
     assert sorted(two) == [0, 1] and all(len(cpus) == 1 for cpus in two.values())
     assert two[0] != two[1]  # one CPU each, not the same one
-    # the pitfall itself, on this release: without the export, srun binds the rank to one CPU
-    release = tuple(int(n) for n in re.findall(r"\d+", slurm("sinfo", "--version"))[:2])
-    unexported = cpus_by_rank((workdir / "unexported.txt").read_text())
-    if release < (23, 11):
-        assert len(unexported[0]) == 1, unexported
-    else:
-        assert unexported == {0: [0, 1]}

@@ -62,8 +62,8 @@ rule cpus:
 
 
 def test_the_rules_srun_gives_each_rank_its_cpus_per_task(cluster, tmp_path):
-    """srun of Slurm 22.05 to 23.02 does not take --cpus-per-task from the job: without
-    SRUN_CPUS_PER_TASK each rank's step would hold one CPU (and be bound to it under task/affinity)."""
+    """Each rank of the rule's own srun knows its cpus_per_task and the step holds them all (the batch
+    script exports SRUN_CPUS_PER_TASK for the srun releases that do not take it from the job)."""
     workdir = write_workflow(tmp_path / "wf", CPUS_SNAKEFILE)
     run = snakemake(workdir)
     assert run.returncode == 0, run.output
