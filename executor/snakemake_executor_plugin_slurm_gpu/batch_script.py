@@ -50,6 +50,7 @@ class JobOptions:
     reservation: str | None = None
     allocation: bool = False  # allocation mode (allocation.py): steps run inside Snakemake's salloc
     checkpoint_on_sigterm: bool = False  # resumable steps save on SIGTERM too (runtime/signals.py)
+    debug: bool = False  # NCCL/torch.distributed debugging output and each rank's view of its world
 
 
 def _directive(flag: str, value: object | None = None) -> str:
@@ -127,7 +128,10 @@ def render_directives(spec: StepSpec, paths: StepPaths, options: JobOptions, dir
     if spec.signal:
         # no B: prefix: the signal goes to the ranks (srun's tasks), not to the batch shell
         lines.append(_directive("--signal", f"{spec.signal}@{spec.signal_lead_s}"))
-    if spec.resumable:
+    if not spec.requeue:
+        # requeue off: neither Slurm (preemption, node failure, scontrol requeue) nor slurm-gpu restarts it
+        lines.append(_directive("--no-requeue"))
+    elif spec.resumable:
         lines.append(_directive("--requeue"))
     elif direct:
         # Slurm would rerun the script over the outputs of the interrupted run: the executor
@@ -167,6 +171,12 @@ def render_environment(spec: StepSpec, paths: StepPaths, options: JobOptions) ->
             "export SLURM_KILL_BAD_EXIT=1",
             f"export {heartbeat.DIR_ENV}={q(str(paths.heartbeat_dir))}",
             f'(umask 077 && mkdir -p "${heartbeat.DIR_ENV}")',
+        ]
+    if options.debug and (spec.distributed or spec.uses_gpus):
+        lines += [
+            "# --slurm-gpu-debug: NCCL's and torch.distributed's own diagnostics, and every rank prints its",
+            "# view of the world at start (slurm-gpu's runtime: the Lightning observer, Session)",
+            "export NCCL_DEBUG=INFO TORCH_DISTRIBUTED_DEBUG=DETAIL TORCH_CPP_LOG_LEVEL=INFO SLURM_GPU_DEBUG=1",
         ]
     if (spec.distributed or spec.uses_gpus) and options.allocation:
         lines += [
@@ -212,6 +222,8 @@ def render_batch_script(spec: StepSpec, paths: StepPaths, command: StepCommand |
         "# one event per start, also after each requeue (every value here is digits, a safe step name or a",
         "# Slurm node list, so printf makes valid JSON)",
         _STARTED_EVENT,
+        *(["# the site's set-up (setting setup, resource slurm_setup), in every job of the step", spec.setup]
+          if spec.setup else []),
         "# the step runs in the batch step itself, with the SLURM_* environment intact, so the rule's",
         "# own srun gets the whole allocation",
         command.text,

@@ -114,7 +114,7 @@ class Executor(RemoteExecutor):
                 raise WorkflowError(f"slurm-gpu: setting {name} is {value!r}. HINT: use the name as Slurm lists it")
         return JobOptions(socket_ifname=self.settings.socket_ifname, allocation=self.allocation is not None,
                           job_name_prefix=prefix, qos=self.settings.qos, reservation=self.settings.reservation,
-                          checkpoint_on_sigterm=self.settings.checkpoint_on_sigterm)
+                          checkpoint_on_sigterm=self.settings.checkpoint_on_sigterm, debug=self.settings.debug)
 
     # ------------------------------------------------------------ Slurm
     def _slurm(self, argv: Sequence[str], stdin: str | None = None) -> str:
@@ -165,7 +165,8 @@ class Executor(RemoteExecutor):
                                 "make it a value or a function of the step's inputs that Snakemake can evaluate")
         given = resources.known(given)
         spec = build_spec(job.name, given, job.threads,
-                          requeue_signal=self.settings.requeue_signal, signal_lead_s=self.settings.signal_lead_s)
+                          requeue_signal=self.settings.requeue_signal, signal_lead_s=self.settings.signal_lead_s,
+                          no_requeue=self.settings.no_requeue, setup=self.settings.setup)
         self._note_resources(job.name, given, spec)
         if not job.is_group():
             shell = self._shell_command(job)
@@ -204,7 +205,8 @@ class Executor(RemoteExecutor):
         if given.get("gpu_model") and not spec.gpus:
             self._say_once(f"model:{rule}", f"slurm-gpu: rule '{rule}': resource 'gpu_model' is set but the rule asks "
                            "for no GPUs, so no GPU is requested for it (set gpus to get one)")
-        if spec.resumable and not spec.signal and given.get("signal_lead_s") is None and self.settings.signal_lead_s > 0:
+        if spec.resumable and spec.requeue and not spec.signal and given.get("signal_lead_s") is None \
+                and self.settings.signal_lead_s > 0:
             self._say_once(f"lead:{rule}", f"slurm-gpu: rule '{rule}': its runtime of {spec.time_min} minute(s) is too "
                            f"short for the {self.settings.signal_lead_s} s signal lead (--slurm-gpu-signal-lead-s; Slurm "
                            "may signal up to 60 s early), so its jobs get no requeue signal before the time limit: "
@@ -710,7 +712,8 @@ class Executor(RemoteExecutor):
                                        checkpointed_for_requeue=spec.resumable and verdict is not None
                                        and verdict.outcome is Outcome.FAILED
                                        and self._checkpointed_for_requeue(paths, job_info.external_jobid),
-                                       requeueable=paths.key not in self._direct_steps,
+                                       requeueable=paths.key not in self._direct_steps and spec.requeue,
+                                       requeue_off=spec.requeue_off_by,
                                        stopped_by_signal=ended[1] if ended is not None else "")
             if action.act is Act.WAIT:
                 yield job_info
@@ -827,7 +830,7 @@ class Executor(RemoteExecutor):
         paths: StepPaths = job_info.aux["paths"]
         job_id = job_info.external_jobid
         history = self._history.setdefault(paths.key, StepHistory())
-        action = on_stall(found.message(), history, self.budgets)
+        action = on_stall(found.message(), history, self.budgets, job_info.aux["spec"].requeue_off_by)
         history.stalls += 1
         self._event(paths, "stalled", job_id, idle_s=round(found.idle_s, 1), limit_s=round(found.limit_s, 1),
                     global_step=found.global_step, silent=found.silent, missing=found.missing,

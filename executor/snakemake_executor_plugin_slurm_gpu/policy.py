@@ -92,14 +92,14 @@ class JobWatch:
     def decide(self, job_id: str, verdict: Verdict | None, now: float,
                history: StepHistory | None = None, budgets: Budgets | None = None,
                resumable: bool = False, checkpointed_for_requeue: bool = False,
-               requeueable: bool = True, stopped_by_signal: str = "") -> Action:
+               requeueable: bool = True, stopped_by_signal: str = "", requeue_off: str | None = None) -> Action:
         outcome = verdict.outcome if verdict is not None else None
         seen = self._seen.get(job_id)
         if seen is None or seen.outcome != outcome:
             seen = self._seen[job_id] = _Seen(outcome, now)
         held_for = now - seen.since
         action = decide(verdict, held_for, self.limits, history, budgets, resumable,
-                        checkpointed_for_requeue, requeueable, stopped_by_signal)
+                        checkpointed_for_requeue, requeueable, stopped_by_signal, requeue_off)
         if action.act is not Act.WAIT:
             self._seen.pop(job_id, None)
         return action
@@ -111,7 +111,7 @@ class JobWatch:
 def decide(verdict: Verdict | None, held_for_s: float, limits: Limits, history: StepHistory | None = None,
            budgets: Budgets | None = None, resumable: bool = False,
            checkpointed_for_requeue: bool = False, requeueable: bool = True,
-           stopped_by_signal: str = "") -> Action:
+           stopped_by_signal: str = "", requeue_off: str | None = None) -> Action:
     """The action for one job whose status has been `verdict` for `held_for_s` seconds.
     `resumable`: the step checkpoints (a GPU step), so a time-out is worth another attempt.
     `requeueable`: Slurm may requeue the job itself (not submitted with --no-requeue), so a
@@ -121,7 +121,9 @@ def decide(verdict: Verdict | None, held_for_s: float, limits: Limits, history: 
     `stopped_by_signal`: what the job's ranks died of when that was the cluster's doing (ending.py):
     the requeue signal slurm-gpu asked Slurm to send (a time-limit warning or preemption notice the
     script did not take), or SIGTERM to a job nobody cancelled and that did not time out (preemption
-    without the requeue signal: its GraceTime ran while the batch script ended on its own)."""
+    without the requeue signal: its GraceTime ran while the batch script ended on its own).
+    `requeue_off`: why the step may not be restarted from outside (resource requeue=0, setting
+    no-requeue): every stop from outside then fails it."""
     history = history or StepHistory()
     budgets = budgets or Budgets()
     if verdict is None:
@@ -135,6 +137,8 @@ def decide(verdict: Verdict | None, held_for_s: float, limits: Limits, history: 
         case Outcome.SUCCEEDED:
             return Action(Act.SUCCEED)
         case Outcome.FAILED:
+            if requeue_off and (checkpointed_for_requeue or stopped_by_signal) and verdict.state != "CANCELLED":
+                return requeue_off_failure(verdict.detail, requeue_off)
             if checkpointed_for_requeue and verdict.state != "CANCELLED":
                 return _resubmit_or_fail(verdict, Stop.PREEMPTION, history, budgets)
             if stopped_by_signal and verdict.state != "CANCELLED":
@@ -146,6 +150,8 @@ def decide(verdict: Verdict | None, held_for_s: float, limits: Limits, history: 
                           f"Slurm holds the job ({verdict.detail}) until someone runs `scontrol release`; "
                           "it was cancelled so that it cannot start later beside a new attempt")
         case Outcome.INTERRUPTED:
+            if requeue_off:
+                return requeue_off_failure(verdict.detail, requeue_off)
             if verdict.state in ("PREEMPTED", "NODE_FAIL") and requeueable and held_for_s < limits.settle_s:
                 return Action(Act.WAIT)  # Slurm may still requeue it
             if verdict.state == "TIMEOUT":
@@ -161,11 +167,24 @@ def decide(verdict: Verdict | None, held_for_s: float, limits: Limits, history: 
                                     f"{held_for_s:.0f} s")
 
 
-def on_stall(diagnosis: str, history: StepHistory, budgets: Budgets) -> Action:
+def requeue_off_failure(what: str, by: str) -> Action:
+    """A stop from outside (`what`: Slurm's state) of a step that may not be restarted."""
+    return _requeue_off(f"Slurm job stopped from outside ({what})", by)
+
+
+def _requeue_off(lead: str, by: str) -> Action:
+    return Action(Act.FAIL, f"{lead}; requeue is off for this step ({by}), so neither Slurm nor slurm-gpu "
+                            "restarts it. HINT: set the rule's resource requeue=1 (or drop --slurm-gpu-no-requeue) "
+                            "to have such a stop requeue or resubmit it, resuming from its checkpoints")
+
+
+def on_stall(diagnosis: str, history: StepHistory, budgets: Budgets, requeue_off: str | None = None) -> Action:
     """A job whose training stalled (stall.py) was cancelled: the first stall of a step is the
     cluster's doing until shown otherwise, and resumes from the last checkpoint on the preemption
     budget; a second one is the step's own (its data, its code, a collective that never matches) and
     fails it with the diagnosis."""
+    if requeue_off:
+        return _requeue_off(f"{diagnosis}. slurm-gpu cancelled the job", requeue_off)
     if history.stalls >= 1:
         return Action(Act.FAIL, f"{diagnosis}. The step stalled before in this run, so slurm-gpu failed it "
                                 "instead of resubmitting it again", Stop.PREEMPTION)

@@ -57,7 +57,7 @@ SLURM_RESOURCES = (
     "nodes", "gpus", "gpu", "gpu_model", "gres", "tasks", "tasks_per_node", "tasks_per_gpu", "mpi",
     "cpus_per_task", "cpus_per_gpu", "mem_mb", "mem_mb_per_cpu", "runtime", "slurm_partition",
     "slurm_account", "constraint", "qos", "clusters", "cluster", "slurm_cluster", "slurm_extra",
-    "launcher", "signal_lead_s",
+    "launcher", "signal_lead_s", "requeue", "slurm_setup",
 )
 # Snakemake's own (standard, derived or internal) resources: never Slurm requests of ours, never
 # "misspelt". gpu_manufacturer is standard, but Slurm has no way to ask for a maker (spec warns).

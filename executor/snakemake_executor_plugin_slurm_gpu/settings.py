@@ -39,6 +39,24 @@ class ExecutorSettings(ExecutorSettingsBase):
                           "to finish a step and write a checkpoint. A rule can override it with the "
                           "resource signal_lead_s."},
     )
+    no_requeue: bool = field(
+        default=False,
+        metadata={"help": "Never restart a step from outside: every job is submitted with --no-requeue and no "
+                          "requeue signal, and a preemption, node failure or time-out fails its step instead of a "
+                          "requeue or resubmission. A rule can set its own with the resource requeue=0/1."},
+    )
+    debug: bool = field(
+        default=False,
+        metadata={"help": "GPU and distributed steps run with NCCL_DEBUG=INFO and TORCH_DISTRIBUTED_DEBUG=DETAIL, "
+                          "and each rank prints its rank, local rank, node, master address and visible devices "
+                          "at start into the step's log (through slurm-gpu's runtime)."},
+    )
+    setup: Optional[str] = field(
+        default=None,
+        metadata={"help": "Shell lines run in every batch script before the step, in every job of it (requeues "
+                          "and resubmissions too), e.g. \"module load cuda/12.4; source ~/envs/train/bin/activate\". "
+                          "A rule adds its own with the resource slurm_setup (a plain string, run after these)."},
+    )
     checkpoint_on_sigterm: bool = field(
         default=False,
         metadata={"help": "Training steps (slurm-gpu's Resumable callback or Session) also write a checkpoint when "

@@ -108,6 +108,14 @@ class StepSpec:
     # "srun": one task per GPU, each a rank; "torchrun": one task per node, whose torchrun starts
     # one rank per GPU (runtime/torchrun.py)
     launcher: str = "srun"
+    # False (resource requeue=0, setting no-requeue): --no-requeue, no requeue signal, and a stop from
+    # outside fails the step instead of a requeue or resubmission
+    requeue: bool = True
+    # "why requeue is off", for the message of a stop that fails the step
+    requeue_off_by: str | None = None
+    # the site's set-up lines (setting setup, resource slurm_setup), run in the batch script before
+    # the step in every job of it
+    setup: str | None = None
 
     @property
     def gpus(self) -> int:
@@ -211,8 +219,36 @@ def check_signal(name: object) -> str:
     return text
 
 
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+
+
+def _as_switch(rule: str, name: str, value: object) -> bool | None:
+    """A yes/no resource: True/False, 1/0, "true"/"false", "yes"/"no", "on"/"off"; None when unset."""
+    if value is None:
+        return None
+    text = str(value).strip().lower()
+    if isinstance(value, bool) or text in _TRUE + _FALSE:
+        return bool(value) if isinstance(value, bool) else text in _TRUE
+    raise ResourceError(rule, name, f"is {value!r}", f"set {name}=0 or {name}=1")
+
+
+# the set-up lines go into the batch script as they are: a NUL cannot, and a carriage return would
+# hide the rest of its line from whoever reads the script
+_BAD_SETUP = re.compile(r"[\x00\r]")
+
+
+def _setup_lines(rule: str, name: str, value: object) -> str | None:
+    if value is None or str(value).strip() == "":
+        return None
+    if not isinstance(value, str):
+        raise ResourceError(rule, name, f"is {value!r}", f"set {name} to the shell lines to run, as a string")
+    if _BAD_SETUP.search(value):
+        raise ResourceError(rule, name, "contains a NUL or carriage return", "write plain shell lines")
+    return value.strip("\n")
+
+
 def build_spec(rule: str, resources: Mapping[str, Any], threads: int = 1, requeue_signal: str = "USR1",
-               signal_lead_s: int = 90) -> StepSpec:
+               signal_lead_s: int = 90, no_requeue: bool = False, setup: str | None = None) -> StepSpec:
     """Turn a rule's resources into a StepSpec, raising ResourceError on anything unsubmittable.
     `requeue_signal`/`signal_lead_s` are the executor-wide defaults for GPU steps; a rule may set
     its own lead with the resource signal_lead_s. A rule's lead that leaves its runtime less than
@@ -283,6 +319,12 @@ def build_spec(rule: str, resources: Mapping[str, Any], threads: int = 1, requeu
                 f"warning up to {SIGNAL_SLACK_S} s early, which leaves less than {MIN_TRAIN_S} s of training "
                 "before the step checkpoints and requeues itself, so it would requeue for ever",
                 f"{lower}raise runtime to at least {needed} minutes, or set signal_lead_s=0 for no signal")
+    requeue_resource = _as_switch(rule, "requeue", resources.get("requeue"))
+    requeue = (not no_requeue) if requeue_resource is None else requeue_resource
+    requeue_off_by = None if requeue else ("resource requeue=0" if requeue_resource is False
+                                           else "setting --slurm-gpu-no-requeue")
+    rule_setup = _setup_lines(rule, "slurm_setup", resources.get("slurm_setup"))
+    site_setup = _setup_lines(rule, "setup", setup)
     return StepSpec(
         rule=rule,
         nodes=nodes,
@@ -303,9 +345,13 @@ def build_spec(rule: str, resources: Mapping[str, Any], threads: int = 1, requeu
         gpu_model=gpu_model,
         extra=parse_slurm_extra(rule, resources.get("slurm_extra")),
         resumable=bool(gpus),
-        signal=check_signal(requeue_signal) if gpus and lead_s else None,
-        signal_lead_s=lead_s or None,
+        signal=check_signal(requeue_signal) if gpus and lead_s and requeue else None,
+        signal_lead_s=(lead_s or None) if requeue else None,
         launcher=launcher,
+        requeue=requeue,
+        requeue_off_by=requeue_off_by,
+        # the executor's lines first (modules, environments), then the rule's own
+        setup="\n".join(part for part in (site_setup, rule_setup) if part) or None,
     )
 
 

@@ -99,6 +99,14 @@ CASES: dict[str, Case] = {
         build_spec("finetune", {"gpus": 1, "runtime": 60, "signal_lead_s": 0}),
         StepPaths.of(ROOT, "finetune", {}, checkpoint_root=Path("/scratch/ckpt")),
     ),
+    # requeue off (resource requeue=0), the site's set-up lines, and the debugging knobs
+    "no_requeue_setup_debug": Case(
+        build_spec("train", {"gpus": 4, "nodes": 2, "runtime": 60, "requeue": 0,
+                             "slurm_setup": "source ~/envs/train/bin/activate"},
+                   setup="module load cuda/12.4\nmodule load nccl"),
+        StepPaths.of(ROOT, "train", {}),
+        options=JobOptions(debug=True),
+    ),
     "hostile_wildcards": Case(
         build_spec("train", {"gpus": 2, "nodes": 2}),
         StepPaths.of(ROOT, "train", {"sample": "../../etc", "cmd": "$(touch x)", "path": "a/b"},
@@ -307,7 +315,7 @@ def test_geometry_exports_match_the_spec() -> None:
 
 # ---------------------------------------------------------------- requeue and the warning signal
 
-@pytest.mark.parametrize("name", [n for n in GPU_CASES if n != "gpu_no_signal"])
+@pytest.mark.parametrize("name", [n for n in GPU_CASES if n not in ("gpu_no_signal", "no_requeue_setup_debug")])
 def test_gpu_steps_are_requeueable_and_warned(name: str) -> None:
     text = render(name)
     lines = text.splitlines()
@@ -468,3 +476,26 @@ def test_the_script_records_its_end_and_keeps_the_inner_exit_status(tmp_path: Pa
     assert ended == {"ts": ended["ts"], "event": "ended", "step": "train/lr=0.1", "source": "job", "job_id": "77",
                      "exit_code": status}
     assert ended["ts"] >= started["ts"]
+
+
+def test_a_step_with_requeue_off_is_neither_requeueable_nor_warned() -> None:
+    text = render("no_requeue_setup_debug")
+    options = sbatch_options(text)
+    assert "--no-requeue" in options and "--requeue" not in options
+    assert not any(o.startswith("--signal") for o in options)
+    assert "SLURM_GPU_REQUEUE_SIGNAL" not in text
+
+
+def test_set_up_lines_run_before_the_step_site_lines_first() -> None:
+    lines = render("no_requeue_setup_debug").splitlines()
+    at = [lines.index(line) for line in ("module load cuda/12.4", "module load nccl",
+                                          "source ~/envs/train/bin/activate", COMMAND)]
+    assert at == sorted(at)
+    # after the "started" event, so that every job of the step, requeued or resubmitted, runs them
+    assert lines.index(next(line for line in lines if '"event": "started"' in line)) < at[0]
+
+
+def test_debug_exports_the_distributed_diagnostics() -> None:
+    lines = render("no_requeue_setup_debug").splitlines()
+    assert "export NCCL_DEBUG=INFO TORCH_DISTRIBUTED_DEBUG=DETAIL TORCH_CPP_LOG_LEVEL=INFO SLURM_GPU_DEBUG=1" in lines
+    assert not any("NCCL_DEBUG" in line for line in render("gpu_2x2").splitlines())

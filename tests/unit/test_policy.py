@@ -406,3 +406,28 @@ def test_a_job_slurm_may_not_requeue_is_resubmitted_without_waiting_for_slurm(st
     assert (now.act, now.stop) == (Act.RESUBMIT, Stop.PREEMPTION)
     watch = JobWatch(LIMITS)
     assert watch.decide("7", verdict(state), 100.0, StepHistory(), BUDGETS, requeueable=False).act is Act.RESUBMIT
+
+
+# ---------------------------------------------------------------- requeue off
+
+@pytest.mark.parametrize("state", ["PREEMPTED", "NODE_FAIL", "TIMEOUT", "BOOT_FAIL"])
+def test_with_requeue_off_a_stop_from_outside_fails_at_once_saying_so(state):
+    verdict = classify(JobRecord("1", state))
+    action = decide(verdict, 0.0, Limits(), StepHistory(), Budgets(), resumable=True, requeueable=False,
+                    requeue_off="resource requeue=0")
+    assert action.act is Act.FAIL
+    assert "requeue is off for this step (resource requeue=0)" in action.reason and "requeue=1" in action.reason
+
+
+def test_with_requeue_off_a_job_stopped_by_the_signal_fails_too():
+    verdict = classify(JobRecord("1", "FAILED", exit_code="1:0"))
+    action = decide(verdict, 0.0, Limits(), StepHistory(), Budgets(), resumable=True,
+                    stopped_by_signal="SIGTERM", requeue_off="setting --slurm-gpu-no-requeue")
+    assert action.act is Act.FAIL and "--slurm-gpu-no-requeue" in action.reason
+
+
+def test_with_requeue_off_a_stall_fails_the_step():
+    from snakemake_executor_plugin_slurm_gpu.policy import on_stall
+
+    action = on_stall("training stalled", StepHistory(), Budgets(), requeue_off="resource requeue=0")
+    assert action.act is Act.FAIL and "slurm-gpu cancelled the job" in action.reason

@@ -659,3 +659,36 @@ def test_check_capacity_refuses_what_no_node_can_hold(resources: dict[str, Any],
 def test_check_capacity_cannot_judge_unknown_sizes() -> None:
     check_capacity(build_spec(RULE, {"mem_mb": 10**7}, 99), ClusterInfo({"debug": 0}, "debug", sizes={"debug": (None, None)}))
     check_capacity(build_spec(RULE, {"tasks": 64}, 1), SIZED)  # tasks Slurm spreads: one per node is enough
+
+
+# ---------------------------------------------------------------- requeue off and the site's set-up
+
+def test_requeue_off_by_resource_drops_the_signal_and_says_why():
+    spec = build_spec("train", {"gpus": 2, "runtime": 60, "requeue": 0})
+    assert not spec.requeue and spec.signal is None and spec.signal_lead_s is None
+    assert spec.requeue_off_by == "resource requeue=0"
+    assert spec.resumable  # still checkpoints: only restarts from outside are off
+
+
+def test_requeue_off_by_setting_and_a_rule_that_turns_it_back_on():
+    off = build_spec("train", {"gpus": 2, "runtime": 60}, no_requeue=True)
+    assert not off.requeue and off.requeue_off_by == "setting --slurm-gpu-no-requeue"
+    on = build_spec("train", {"gpus": 2, "runtime": 60, "requeue": "yes"}, no_requeue=True)
+    assert on.requeue and on.signal == "USR1"
+
+
+@pytest.mark.parametrize("value", ["maybe", 2, "01x"])
+def test_a_requeue_resource_that_is_not_yes_or_no_is_refused(value):
+    with pytest.raises(ResourceError, match=r"rule 'train': resource 'requeue' .*requeue=0 or requeue=1"):
+        build_spec("train", {"gpus": 1, "requeue": value})
+
+
+def test_site_set_up_lines_come_before_the_rules_own():
+    spec = build_spec("train", {"gpus": 1, "slurm_setup": "source env/bin/activate\n"}, setup="module load cuda")
+    assert spec.setup == "module load cuda\nsource env/bin/activate"
+    assert build_spec("train", {"gpus": 1}).setup is None
+
+
+def test_set_up_lines_with_a_carriage_return_are_refused():
+    with pytest.raises(ResourceError, match="slurm_setup"):
+        build_spec("train", {"gpus": 1, "slurm_setup": "module load a\rrm -rf x"})

@@ -29,6 +29,7 @@ import logging
 import os
 import re
 import socket
+import sys
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -40,7 +41,7 @@ import torch.distributed as dist
 from .. import checkpoints, events
 from . import collective, rendezvous, requeue, signals
 from .progress import Progress
-from .environment import Geometry, checkpoint_dir, geometry, local_device_index
+from .environment import Geometry, checkpoint_dir, geometry, local_device_index, world_view
 from .requeue import Interrupted
 
 log = logging.getLogger(__name__)
@@ -73,6 +74,9 @@ class Session:
             self._init_process_group(backend or ("nccl" if cuda else "gloo"), timeout_s)
         events.emit("rank_ready", rank=self.rank, node=os.environ.get("SLURMD_NODENAME") or socket.gethostname(),
                     restart=self.restart, world_size=self.world_size)
+        view = world_view(self.rank, self.world.local_rank, self.world_size)
+        if view:
+            print(view, file=sys.stderr, flush=True)
         self.progress = Progress(self.rank)  # the stall watchdog's heartbeat (a distributed step's only)
         self.progress.start()
         self._last_save = time.monotonic()

@@ -264,3 +264,19 @@ def checkpoint_dir(environ: Mapping[str, str] | None = None, default: str | Path
     path = Path(env.get("SLURM_GPU_CHECKPOINT_DIR") or default)
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+DEBUG_ENV = "SLURM_GPU_DEBUG"  # "1": the batch script of a --slurm-gpu-debug run
+
+
+def world_view(rank: int, local_rank: int, world_size: int, environ: Mapping[str, str] | None = None) -> str | None:
+    """With --slurm-gpu-debug, the line each rank prints at start: where it thinks it is (the seed
+    page's first check when a world does not form); None otherwise."""
+    env = os.environ if environ is None else environ
+    if env.get(DEBUG_ENV) != "1":
+        return None
+    node = env.get("SLURMD_NODENAME") or os.uname().nodename
+    return (f"[slurm-gpu debug] rank {rank} of {world_size}, local rank {local_rank}, node {node}, master "
+            f"{env.get('MASTER_ADDR')}:{env.get('MASTER_PORT')}, CUDA_VISIBLE_DEVICES={env.get('CUDA_VISIBLE_DEVICES')}, "
+            f"NCCL_SOCKET_IFNAME={env.get('NCCL_SOCKET_IFNAME')}, job {env.get('SLURM_JOB_ID')} step "
+            f"{env.get('SLURM_STEP_ID')}")

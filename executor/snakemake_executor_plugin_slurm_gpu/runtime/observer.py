@@ -19,13 +19,14 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 from typing import Any
 
 import lightning.pytorch as pl
 
 from . import signals
 from .. import heartbeat
-from .environment import GeometryError, check_lightning_world
+from .environment import GeometryError, check_lightning_world, world_view
 from .progress import Progress
 
 STEP_ENV = "SLURM_GPU_STEP"
@@ -33,8 +34,8 @@ STEP_ENV = "SLURM_GPU_STEP"
 
 def callbacks() -> list[pl.Callback]:
     """The entry point: a StepObserver inside a slurm-gpu step, else nothing."""
-    if not os.environ.get(STEP_ENV) or not os.environ.get(heartbeat.DIR_ENV):
-        return []
+    if not os.environ.get(STEP_ENV):
+        return []  # (a one-rank step has no heartbeat directory: the observer then only guards the signal)
     return [StepObserver()]
 
 
@@ -77,6 +78,9 @@ class StepObserver(pl.Callback):
         if problem:
             raise GeometryError(problem)
         self._stop_ignoring()
+        view = world_view(trainer.global_rank, trainer.local_rank, trainer.world_size)
+        if view:
+            print(view, file=sys.stderr, flush=True)
         if self.progress is None:
             self.progress = Progress(rank=trainer.global_rank)
         self.progress.start()

@@ -1,0 +1,53 @@
+#!/bin/bash
+# slurm-gpu: step train/all (rule train); submitted on the standard input of sbatch --parsable
+#SBATCH --job-name=sg-train
+#SBATCH --output=/work/wf/.snakemake/slurm-gpu/logs/train/all/%j.log
+#SBATCH --open-mode=append
+#SBATCH --chdir=/work/wf
+#SBATCH --export=ALL
+#SBATCH --nodes=2
+#SBATCH --ntasks-per-node=2
+#SBATCH --gpus-per-node=2
+#SBATCH --cpus-per-task=1
+#SBATCH --time=60
+#SBATCH --no-requeue
+#SBATCH --comment="slurm-gpu step=train/all"
+
+export PYTHONFAULTHANDLER=1
+export SLURM_GPU_STEP=train/all
+export SLURM_GPU_NODES=2
+export SLURM_GPU_GPUS_PER_NODE=2
+export SLURM_GPU_TASKS_PER_NODE=2
+export SLURM_GPU_CHECKPOINT_DIR=/work/wf/.snakemake/slurm-gpu/checkpoints/train/all
+export SLURM_GPU_EVENT_LOG=/work/wf/.snakemake/slurm-gpu/events/train/all.jsonl
+(umask 077 && mkdir -p "$SLURM_GPU_CHECKPOINT_DIR")
+export SRUN_CPUS_PER_TASK=1
+# one rank that dies ends the step at once: the others would wait in their next collective
+# until the process group's timeout (30 minutes in Lightning)
+export SLURM_KILL_BAD_EXIT=1
+export SLURM_GPU_HEARTBEAT_DIR=/work/wf/.snakemake/slurm-gpu/heartbeats/train/all
+(umask 077 && mkdir -p "$SLURM_GPU_HEARTBEAT_DIR")
+# --slurm-gpu-debug: NCCL's and torch.distributed's own diagnostics, and every rank prints its
+# view of the world at start (slurm-gpu's runtime: the Lightning observer, Session)
+export NCCL_DEBUG=INFO TORCH_DISTRIBUTED_DEBUG=DETAIL TORCH_CPP_LOG_LEVEL=INFO SLURM_GPU_DEBUG=1
+# rank 0 runs on the first host of the allocation
+MASTER_ADDR=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)
+export MASTER_ADDR
+# Lightning's own formula (15000 + last 4 digits of the job id): the same port whichever side
+# computes it, and the same again after a requeue
+export MASTER_PORT=$(( 15000 + 10#$(printf '%s' "$SLURM_JOB_ID" | tail -c 4) ))
+
+echo "[slurm-gpu] job $SLURM_JOB_ID on $SLURM_JOB_NODELIST, restart ${SLURM_RESTART_COUNT:-0}, $(date -Is)"
+# one event per start, also after each requeue (every value here is digits, a safe step name or a
+# Slurm node list, so printf makes valid JSON)
+printf '{"ts": %s, "event": "started", "step": "%s", "source": "job", "job_id": "%s", "nodes": "%s", "restart": %d}\n' "$(date +%s.%N | cut -c1-14)" "$SLURM_GPU_STEP" "$SLURM_JOB_ID" "$SLURM_JOB_NODELIST" "${SLURM_RESTART_COUNT:-0}" >> "$SLURM_GPU_EVENT_LOG" || true
+# the site's set-up (setting setup, resource slurm_setup), in every job of the step
+module load cuda/12.4
+module load nccl
+source ~/envs/train/bin/activate
+# the step runs in the batch step itself, with the SLURM_* environment intact, so the rule's
+# own srun gets the whole allocation
+python -m snakemake --snakefile /work/wf/Snakefile --target-jobs 'STEP' --cores all --mode remote --executor local
+rc=$?
+printf '{"ts": %s, "event": "ended", "step": "%s", "source": "job", "job_id": "%s", "exit_code": %d}\n' "$(date +%s.%N | cut -c1-14)" "$SLURM_GPU_STEP" "$SLURM_JOB_ID" "$rc" >> "$SLURM_GPU_EVENT_LOG" || true
+exit $rc
