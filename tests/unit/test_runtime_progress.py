@@ -104,3 +104,13 @@ def test_after_fit_the_requeue_signal_is_ignored_until_the_next_fit(tmp_path, mo
         observer.teardown(trainer, trainer.lightning_module, "fit")
     finally:
         signal.signal(signal.SIGUSR1, before)
+
+
+def test_with_debug_each_rank_says_where_it_thinks_it_is():
+    from snakemake_executor_plugin_slurm_gpu.runtime.environment import world_view
+
+    env = {"SLURM_GPU_DEBUG": "1", "SLURMD_NODENAME": "n2", "MASTER_ADDR": "n1", "MASTER_PORT": "18074",
+           "CUDA_VISIBLE_DEVICES": "0,1", "SLURM_JOB_ID": "42", "SLURM_STEP_ID": "0"}
+    assert world_view(3, 1, 4, env) == ("[slurm-gpu debug] rank 3 of 4, local rank 1, node n2, master n1:18074, "
+                                        "CUDA_VISIBLE_DEVICES=0,1, NCCL_SOCKET_IFNAME=None, job 42 step 0")
+    assert world_view(3, 1, 4, {**env, "SLURM_GPU_DEBUG": "0"}) is None
