@@ -823,7 +823,7 @@ class Executor(RemoteExecutor):
         if run is None or self.settings.stall_timeout_s == 0:
             return None
         return stall.check(heartbeat.read_all(paths.heartbeat_dir), spec.nodes * spec.ranks_per_node, job_id,
-                           run[0], time.time(), heartbeat.DEFAULT_INTERVAL_S, self.settings.stall_timeout_s)
+                           run[0], time.time(), heartbeat.interval_s(), self.settings.stall_timeout_s)
 
     def _act_on_stall(self, job_info: SubmittedJobInfo, found: stall.Stall) -> SubmittedJobInfo | None:
         """Cancel a stalled job; resubmit its step without the stalled nodes, or fail it (policy.on_stall)."""

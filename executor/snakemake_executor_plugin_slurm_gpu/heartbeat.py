@@ -29,6 +29,8 @@ from pathlib import Path
 from typing import Any
 
 DIR_ENV = "SLURM_GPU_HEARTBEAT_DIR"
+# seconds between beats; set in Snakemake's environment, it reaches the ranks (--export=ALL) and the
+# executor alike, which judges silence by the same interval
 INTERVAL_ENV = "SLURM_GPU_HEARTBEAT_S"
 DEFAULT_INTERVAL_S = 10.0
 

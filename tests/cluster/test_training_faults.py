@@ -93,8 +93,9 @@ def test_a_stalled_single_node_step_is_resubmitted_without_the_stalled_node(clus
     """A 1 x 2 step whose rank 1 stops: the partition has another node, so the new job excludes the
     one where the rank stalled, and the step finishes there."""
     workdir = copy_workflow("train-eval", tmp_path)
+    # beats every 2 s and a fixed 20 s limit: a silent rank is named after 16 s (3 beats + 10 s)
     bg = Background(workdir, "--config", "max_steps=300", "train_nodes=1", "train_gpus=2",
-                    env={"TRAIN_STEP_SLEEP_S": "0.1"})
+                    "--slurm-gpu-stall-timeout-s", "20", env={"TRAIN_STEP_SLEEP_S": "0.1", "SLURM_GPU_HEARTBEAT_S": "2"})
     try:
         job = checkpointed_train_job(workdir, 50)
         os.kill(rank_process(job, 1, "scripts/train.py"), signal.SIGSTOP)
@@ -240,7 +241,7 @@ def sigterm_only_preemption(cluster):
 
 def _preempt_with_sigterm(tmp_path: Path, name: str, *args: str) -> tuple[object, Path, str]:
     workdir = copy_workflow("train-eval", tmp_path / name)
-    bg = Background(workdir, "--config", "max_steps=300", *args, env={"TRAIN_STEP_SLEEP_S": "0.1"})
+    bg = Background(workdir, "--config", "max_steps=200", *args, env={"TRAIN_STEP_SLEEP_S": "0.1"})
     try:
         job = checkpointed_train_job(workdir, 50)
         time.sleep(2.5)  # about 25 steps past the periodic checkpoint
@@ -265,7 +266,7 @@ def test_preemption_by_sigterm_only_resumes_and_checkpoint_on_sigterm_loses_no_s
         interrupted = [e for e in log if e["event"] == "interrupted"]
         resumed = [e for e in log if e["event"] == "resumed"]
         assert [e["why"] for e in interrupted] == ["SIGTERM"], interrupted
-        assert resumed and done_steps(train_output(workdir)) == [300], train_output(workdir)[-3000:]
+        assert resumed and done_steps(train_output(workdir)) == [200], train_output(workdir)[-3000:]
         stopped, restarted = interrupted[0]["global_step"], resumed[0]["from_step"]
         figures[name] = (stopped, restarted, train_jobs(workdir))
         if name == "default":
