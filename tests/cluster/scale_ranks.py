@@ -2,7 +2,7 @@
 fit this machine): every run of the job forms its world through slurm-gpu's rendezvous and rank 0
 records the roster as world-<restart>.json in the step's checkpoint directory. The first run then
 waits, with all ranks polling together at a step boundary, for the requeue signal; on it rank 0 asks
-Slurm to requeue the job and every rank exits 143. A later run has nothing left to do and writes the
+Slurm to requeue the job and, once it has, every rank exits 143. A later run has nothing left to do and writes the
 step's output: the rosters of every run."""
 
 from __future__ import annotations
@@ -40,6 +40,10 @@ if restart == 0:
                             restart=restart)
                 events.emit("interrupted", global_step=polls, why="requeue signal")
                 requeue.request(directory, polls)
+            # no rank exits before rank 0's request is done: the batch script turns on srun's
+            # kill-on-bad-exit, so the first rank out would end rank 0 mid-request (the job then
+            # ends FAILED and the executor resubmits it instead of Slurm requeueing it in place)
+            world.any(False)
             world.close()
             sys.exit(143)
         time.sleep(0.2)

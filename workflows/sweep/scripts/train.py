@@ -97,6 +97,9 @@ def main() -> int:
                 events.emit("interrupted", global_step=step, why=why)
                 if stop_requeue:
                     requeue.request(directory, step)
+            # nobody leaves before rank 0 is done: srun's kill-on-bad-exit (set for multi-rank steps)
+            # would end rank 0 mid-request when the first rank exits
+            world.any(False)
             world.close()
             return INTERRUPTED
         w, b, loss = sweep.update(w, b, summed[:3], args.lr)
