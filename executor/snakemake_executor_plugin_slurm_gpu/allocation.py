@@ -33,6 +33,18 @@ class Allocation:
     nodes: int
     gpus_per_node: int | None  # None: salloc was not given --gpus-per-node, so not known here
     name: str
+    cpus_per_node: tuple[int, ...] | None = None  # each node's CPUs (SLURM_JOB_CPUS_PER_NODE); None: not known
+
+
+def expand_counts(text: str) -> tuple[int, ...] | None:
+    """Slurm's compressed per-node counts, "4,2(x3)" -> (4, 2, 2, 2); None for anything else."""
+    counts: list[int] = []
+    for part in text.split(","):
+        value, repeated, times = part.partition("(x")
+        if not value.isdigit() or (repeated and not (times.endswith(")") and times[:-1].isdigit())):
+            return None
+        counts.extend([int(value)] * (int(times[:-1]) if repeated else 1))
+    return tuple(counts) or None
 
 
 def detect(environ: Mapping[str, str]) -> Allocation | None:
@@ -43,7 +55,7 @@ def detect(environ: Mapping[str, str]) -> Allocation | None:
     nodes = environ.get("SLURM_JOB_NUM_NODES") or environ.get("SLURM_NNODES") or "1"
     gpus = environ.get("SLURM_GPUS_PER_NODE", "").rsplit(":", 1)[-1]
     return Allocation(job_id, int(nodes) if nodes.isdigit() else 1, int(gpus) if gpus.isdigit() else None,
-                      environ.get("SLURM_JOB_NAME", ""))
+                      environ.get("SLURM_JOB_NAME", ""), expand_counts(environ.get("SLURM_JOB_CPUS_PER_NODE", "")))
 
 
 def check_fits(spec: StepSpec, allocation: Allocation) -> None:
@@ -55,6 +67,17 @@ def check_fits(spec: StepSpec, allocation: Allocation) -> None:
     if allocation.gpus_per_node is not None and spec.gpus_per_node > allocation.gpus_per_node:
         raise ResourceError(spec.rule, "gpus", f"puts {spec.gpus_per_node} GPU(s) on each node, but the allocation "
                             f"(job {allocation.job_id}) has {allocation.gpus_per_node} per node", fix)
+    # srun takes the step's cpus_per_task from SLURM_CPUS_PER_TASK since Slurm 23.11 and then refuses a step
+    # bigger than the allocation ("More processors requested than permitted"); 22.05 ignored the variable
+    # and gave each rank one CPU. Refused here on every release, before anything runs.
+    need = spec.cpus_per_task * spec.tasks_per_node
+    if allocation.cpus_per_node and sum(c >= need for c in allocation.cpus_per_node) < spec.nodes:
+        have = max(allocation.cpus_per_node)
+        raise ResourceError(spec.rule, "cpus_per_task", f"is {spec.cpus_per_task}, so the step's {spec.tasks_per_node} "
+                            f"rank(s) per node need {need} CPUs on each of its {spec.nodes} node(s), but the allocation "
+                            f"(job {allocation.job_id}) has at most {have} CPUs on a node",
+                            f"start Snakemake in an allocation with enough CPUs (salloc --cpus-per-task={spec.cpus_per_task} "
+                            f"with --ntasks-per-node={spec.tasks_per_node}), or lower the rule's cpus_per_task")
 
 
 def step_environment(spec: StepSpec, allocation: Allocation, environ: Mapping[str, str]) -> dict[str, str]:

@@ -21,7 +21,7 @@ def _in_allocation(workdir, *args: str, salloc: list[str] = SALLOC, timeout_s: f
     return subprocess.run(argv, cwd=workdir, env=_env(), capture_output=True, text=True, timeout=timeout_s)
 
 
-def test_the_example_pipeline_runs_as_steps_of_one_interactive_allocation(cluster, tmp_path):
+def test_the_example_pipeline_runs_as_steps_of_one_interactive_allocation(cluster, slurm_release, tmp_path):
     since = time.strftime("%Y-%m-%dT%H:%M:%S")
     workdir = copy_workflow("train-eval", tmp_path)
     run = _in_allocation(workdir)
@@ -59,6 +59,18 @@ def test_a_step_bigger_than_the_allocation_is_refused_before_anything_runs(clust
     assert "HINT: start Snakemake in a bigger allocation" in output
     assert "nothing was submitted" in output
     assert not (workdir / "data").exists()  # not even the prepare step ran
+
+
+def test_a_step_wanting_more_cpus_than_the_allocation_holds_is_refused_before_anything_runs(cluster, tmp_path):
+    # 2 ranks per node x 2 CPUs each, in an allocation of 2 tasks x 1 CPU per node: srun of Slurm 23.11
+    # and later would refuse the step when it starts ("More processors requested than permitted")
+    workdir = copy_workflow("train-eval", tmp_path)
+    run = _in_allocation(workdir, "--set-resources", "train:cpus_per_task=2", timeout_s=300)
+    output = run.stdout + run.stderr
+    assert run.returncode != 0
+    assert "rule 'train': resource 'cpus_per_task' is 2, so the step's 2 rank(s) per node need 4 CPUs" in output, output
+    assert "HINT: start Snakemake in an allocation with enough CPUs (salloc --cpus-per-task=2" in output
+    assert not (workdir / "data").exists()
 
 
 # Lightning's "interactive mode": in a job named bash or interactive, SLURMEnvironment.detect() is False

@@ -19,11 +19,12 @@ from snakemake_executor_plugin_slurm_gpu.spec import ResourceError, build_spec
 # what salloc -N2 --ntasks-per-node=2 --gpus-per-node=2 -J interactive exported here (Slurm 22.05)
 SALLOC = {"SLURM_JOB_ID": "36", "SLURM_JOB_NAME": "interactive", "SLURM_JOB_NODELIST": "n[1-2]",
           "SLURM_JOB_NUM_NODES": "2", "SLURM_NNODES": "2", "SLURM_NTASKS": "4", "SLURM_NTASKS_PER_NODE": "2",
-          "SLURM_GPUS_PER_NODE": "2", "SLURM_TASKS_PER_NODE": "2(x2)", "PATH": "/usr/bin"}
+          "SLURM_GPUS_PER_NODE": "2", "SLURM_TASKS_PER_NODE": "2(x2)", "SLURM_JOB_CPUS_PER_NODE": "2(x2)",
+          "PATH": "/usr/bin"}
 
 
 def test_the_allocation_is_read_from_what_salloc_exported() -> None:
-    assert allocation.detect(SALLOC) == Allocation("36", 2, 2, "interactive")
+    assert allocation.detect(SALLOC) == Allocation("36", 2, 2, "interactive", (2, 2))
     assert allocation.detect({"PATH": "/usr/bin"}) is None
     assert allocation.detect({**SALLOC, "SLURM_GPUS_PER_NODE": "a100:4"}).gpus_per_node == 4
 
@@ -35,6 +36,29 @@ def test_a_step_bigger_than_the_allocation_is_refused_with_the_fix() -> None:
         allocation.check_fits(build_spec("train", {"nodes": 3, "gpus": 3}), alloc)
     with pytest.raises(ResourceError, match="puts 4 GPU"):
         allocation.check_fits(build_spec("train", {"nodes": 1, "gpus": 4}), alloc)
+
+
+def test_a_step_wanting_more_cpus_than_the_allocation_has_is_refused_on_every_release() -> None:
+    # Slurm 23.11+ srun reads the narrowed SLURM_CPUS_PER_TASK and refuses such a step when it starts;
+    # 22.05 quietly gave each rank one CPU
+    alloc = allocation.detect(SALLOC)  # 2 CPUs on each of 2 nodes
+    allocation.check_fits(build_spec("train", {"nodes": 2, "gpus": 4, "cpus_per_task": 1}), alloc)
+    allocation.check_fits(build_spec("prepare", {"cpus_per_task": 2}), alloc)
+    with pytest.raises(ResourceError, match=r"rule 'train': resource 'cpus_per_task' is 2.*need 4 CPUs.*at most 2 CPUs"
+                                            r".*HINT: .*salloc --cpus-per-task=2 with --ntasks-per-node=2"):
+        allocation.check_fits(build_spec("train", {"nodes": 2, "gpus": 4, "cpus_per_task": 2}), alloc)
+    uneven = allocation.detect({**SALLOC, "SLURM_JOB_CPUS_PER_NODE": "4,2"})
+    allocation.check_fits(build_spec("train", {"nodes": 1, "gpus": 2, "cpus_per_task": 2}), uneven)
+    with pytest.raises(ResourceError, match="cpus_per_task"):
+        allocation.check_fits(build_spec("train", {"nodes": 2, "gpus": 4, "cpus_per_task": 2}), uneven)
+    unknown = allocation.detect({k: v for k, v in SALLOC.items() if k != "SLURM_JOB_CPUS_PER_NODE"})
+    allocation.check_fits(build_spec("train", {"nodes": 2, "gpus": 4, "cpus_per_task": 8}), unknown)
+
+
+@pytest.mark.parametrize("text, counts", [("2(x2)", (2, 2)), ("4,2(x3)", (4, 2, 2, 2)), ("8", (8,)),
+                                          ("", None), ("2(x", None), ("a", None)])
+def test_slurms_compressed_per_node_counts_are_expanded(text, counts) -> None:
+    assert allocation.expand_counts(text) == counts
 
 
 def test_the_step_environment_narrows_the_allocation_to_the_step() -> None:
