@@ -226,10 +226,29 @@ def render_batch_script(spec: StepSpec, paths: StepPaths, command: StepCommand |
           if spec.setup else []),
         "# the step runs in the batch step itself, with the SLURM_* environment intact, so the rule's",
         "# own srun gets the whole allocation",
-        command.text,
-        "rc=$?",
+        *(_run_once(command.text, paths) if spec.requeue and spec.resumable and not options.allocation
+          else [command.text, "rc=$?"]),
         _ENDED_EVENT,
         "exit $rc",
         "",
     ]
     return "\n".join(lines)
+
+
+def _run_once(command: str, paths: StepPaths) -> list[str]:
+    """The command of a job Slurm may requeue, run at most once to a successful end. Slurm 24.05 and
+    later record a job that ends within a preemption's GraceTime as PREEMPTED and requeue it, and a
+    job once preempted and requeued (by its own requeue request too) counts so at its next end, even
+    a successful one: the finished step would run again over its outputs."""
+    finished = shlex.quote(str(paths.finished_dir))
+    return [
+        f'finished={finished}/"$SLURM_JOB_ID"',
+        'if [ -e "$finished" ]; then',
+        '  echo "[slurm-gpu] the step finished in an earlier run of job $SLURM_JOB_ID; Slurm requeued the job after that: not run again"',
+        "  rc=0",
+        "else",
+        f"  {command}",
+        "  rc=$?",
+        f'  if [ "$rc" = 0 ]; then (umask 077 && mkdir -p {finished} && : > "$finished"); fi',
+        "fi",
+    ]

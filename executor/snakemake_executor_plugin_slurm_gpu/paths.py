@@ -118,6 +118,12 @@ class StepPaths:
         return self.state_dir / "heartbeats" / self.rule / self.wildcards
 
     @property
+    def finished_dir(self) -> Path:
+        """One empty file per job id whose step ran to a successful end (batch_script.py): a requeued
+        run of that job finds it and does not run the step again."""
+        return self.state_dir / "finished" / self.rule / self.wildcards
+
+    @property
     def submission_record(self) -> Path:
         """What the step's latest job was submitted with (attach.py); gone once its verdict is in."""
         return self.state_dir / "submissions" / self.rule / f"{self.wildcards}.json"

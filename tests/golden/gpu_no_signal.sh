@@ -35,7 +35,14 @@ echo "[slurm-gpu] job $SLURM_JOB_ID on $SLURM_JOB_NODELIST, restart ${SLURM_REST
 printf '{"ts": %s, "event": "started", "step": "%s", "source": "job", "job_id": "%s", "nodes": "%s", "restart": %d}\n' "$(date +%s.%N | cut -c1-14)" "$SLURM_GPU_STEP" "$SLURM_JOB_ID" "$SLURM_JOB_NODELIST" "${SLURM_RESTART_COUNT:-0}" >> "$SLURM_GPU_EVENT_LOG" || true
 # the step runs in the batch step itself, with the SLURM_* environment intact, so the rule's
 # own srun gets the whole allocation
-python -m snakemake --snakefile /work/wf/Snakefile --target-jobs 'STEP' --cores all --mode remote --executor local
-rc=$?
+finished=/work/wf/.snakemake/slurm-gpu/finished/finetune/all/"$SLURM_JOB_ID"
+if [ -e "$finished" ]; then
+  echo "[slurm-gpu] the step finished in an earlier run of job $SLURM_JOB_ID; Slurm requeued the job after that: not run again"
+  rc=0
+else
+  python -m snakemake --snakefile /work/wf/Snakefile --target-jobs 'STEP' --cores all --mode remote --executor local
+  rc=$?
+  if [ "$rc" = 0 ]; then (umask 077 && mkdir -p /work/wf/.snakemake/slurm-gpu/finished/finetune/all && : > "$finished"); fi
+fi
 printf '{"ts": %s, "event": "ended", "step": "%s", "source": "job", "job_id": "%s", "exit_code": %d}\n' "$(date +%s.%N | cut -c1-14)" "$SLURM_GPU_STEP" "$SLURM_JOB_ID" "$rc" >> "$SLURM_GPU_EVENT_LOG" || true
 exit $rc

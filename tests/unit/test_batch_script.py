@@ -17,7 +17,7 @@ from typing import NamedTuple
 
 import pytest
 
-from snakemake_executor_plugin_slurm_gpu import direct
+from snakemake_executor_plugin_slurm_gpu import direct, events
 from snakemake_executor_plugin_slurm_gpu.batch_script import (
     JobOptions,
     StepCommand,
@@ -216,14 +216,21 @@ def test_script_shape(name: str) -> None:
     text = render(name)
     lines = text.splitlines()
     assert lines[0] == "#!/bin/bash"
-    # the inner Snakemake, then its exit status recorded and passed on as the script's own
+    # the inner Snakemake, then its exit status recorded and passed on as the script's own; a job
+    # Slurm may requeue runs it only while no earlier run of the job finished it
     command_lines = CASES[name].command.text.splitlines()
-    assert lines[-3 - len(command_lines):-1] == [*command_lines, "rc=$?", lines[-2]] and lines[-1] == "exit $rc"
+    spec = CASES[name].spec
+    if spec.requeue and spec.resumable:
+        assert lines[-11].startswith("finished=") and lines[-10] == 'if [ -e "$finished" ]; then'
+        assert lines[-8:-5] == ["  rc=0", "else", f"  {command_lines[0]}"]
+        assert lines[-5] == "  rc=$?" and lines[-4].startswith('  if [ "$rc" = 0 ]') and lines[-3] == "fi"
+    else:
+        assert lines[-3 - len(command_lines):-1] == [*command_lines, "rc=$?", lines[-2]]
+    assert lines[-2].startswith("printf") and '"ended"' in lines[-2] and lines[-1] == "exit $rc"
     # sbatch stops reading #SBATCH lines at the first command: all of them must come before it
     first_command = next(i for i, line in enumerate(lines) if line.strip() and not line.startswith("#"))
     assert all(i < first_command for i, line in enumerate(lines) if line.startswith("#SBATCH"))
     # one task count: per node, or (a CPU rule's tasks, spread by Slurm) in all
-    spec = CASES[name].spec
     task_lines = [line for line in lines if line.startswith(("#SBATCH --ntasks-per-node=", "#SBATCH --ntasks="))]
     assert task_lines == ([f"#SBATCH --ntasks={spec.ntasks}"] if spec.ntasks is not None
                           else [f"#SBATCH --ntasks-per-node={spec.tasks_per_node}"])
@@ -499,3 +506,43 @@ def test_debug_exports_the_distributed_diagnostics() -> None:
     lines = render("no_requeue_setup_debug").splitlines()
     assert "export NCCL_DEBUG=INFO TORCH_DISTRIBUTED_DEBUG=DETAIL TORCH_CPP_LOG_LEVEL=INFO SLURM_GPU_DEBUG=1" in lines
     assert not any("NCCL_DEBUG" in line for line in render("gpu_2x2").splitlines())
+
+
+def _run_script(script: str, workdir: Path, job_id: str) -> subprocess.CompletedProcess:
+    env = {"PATH": "/usr/bin:/bin", "SLURM_JOB_ID": job_id, "SLURM_JOB_NODELIST": "n1", "HOME": str(workdir)}
+    return subprocess.run(["bash", "-c", script], cwd=workdir, env=env, capture_output=True, text=True, timeout=30)
+
+
+def test_a_job_slurm_requeues_after_its_step_finished_does_not_run_the_step_again(tmp_path: Path) -> None:
+    # Slurm 24.05+: a job once preempted and requeued is PREEMPTED and requeued again at its next end,
+    # even a successful one; the batch script then runs again with the same job id
+    paths = StepPaths.of(tmp_path, "train", {})
+    paths.event_log.parent.mkdir(parents=True)  # the executor makes it before submitting
+    runs = tmp_path / "runs"
+    script = render_batch_script(build_spec("train", {"gpus": 2, "nodes": 2}), paths,
+                                 f"echo run >> {runs}", JobOptions())
+    first = _run_script(script, tmp_path, "71")
+    again = _run_script(script, tmp_path, "71")
+    assert first.returncode == again.returncode == 0
+    assert runs.read_text() == "run\n"
+    assert "the step finished in an earlier run of job 71" in again.stdout
+    assert [e["exit_code"] for e in events.read(paths.event_log) if e["event"] == "ended"] == [0, 0]
+    # another job of the step (a resubmission) runs it
+    assert _run_script(script, tmp_path, "72").returncode == 0 and runs.read_text() == "run\nrun\n"
+
+
+def test_a_run_that_failed_is_run_again_after_a_requeue(tmp_path: Path) -> None:
+    paths = StepPaths.of(tmp_path, "train", {})
+    runs = tmp_path / "runs"
+    script = render_batch_script(build_spec("train", {"gpus": 1}), paths, f"echo run >> {runs} && test -e {tmp_path}/ok",
+                                 JobOptions())
+    assert _run_script(script, tmp_path, "80").returncode == 1
+    (tmp_path / "ok").touch()
+    assert _run_script(script, tmp_path, "80").returncode == 0
+    assert runs.read_text() == "run\nrun\n"
+
+
+def test_steps_slurm_never_requeues_run_their_command_as_it_is() -> None:
+    for spec in (build_spec("prepare", {}), build_spec("train", {"gpus": 2, "requeue": 0})):
+        script = render_batch_script(spec, StepPaths.of(Path("/w"), spec.rule, {}), "true", JobOptions())
+        assert "finished=" not in script and script.splitlines()[-3:-1][0] == "rc=$?"

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 import shlex
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -108,6 +109,8 @@ def test_wildcard_values_reach_the_inner_command_literally_and_nothing_runs(stan
     script = render_batch_script(spec, paths, command, JobOptions())
     argv_file = tmp_path / "argv.bin"
     argv_file.unlink(missing_ok=True)
+    # every example is a new job: job 4321's run of an earlier example finished its step
+    shutil.rmtree(paths.finished_dir, ignore_errors=True)
     env = {"PATH": f"{stand_ins}:/usr/bin:/bin", "ARGV_FILE": str(argv_file), "SLURM_JOB_ID": "4321",
            "SLURM_JOB_NODELIST": "n[1-2]", "HOME": str(tmp_path)}
     done = subprocess.run(["bash", "-c", script], cwd=work, env=env, capture_output=True, text=True, timeout=30)
