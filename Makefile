@@ -10,6 +10,11 @@ GPUS ?= 2
 CPUS ?= 4
 # task/affinity binds tasks to real CPUs: then CPUS must not exceed this machine's cores
 TASK_PLUGIN ?= task/none
+# the Slurm release of the local cluster: 22.05 (the host's Debian 12 packages), 24.11 or 26.05 (each in
+# a root filesystem built once by cluster/rootfs.sh); every target below then talks to that release
+SLURM ?= 22.05
+# the running release's clients first on PATH (nothing for 22.05)
+RELEASE_ENV := . cluster/env.sh &&
 
 .PHONY: venv cluster-up cluster-down demo test test-unit test-cluster bench bench-venv
 
@@ -24,34 +29,36 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 cluster-up:
-	NODES=$(NODES) GPUS=$(GPUS) CPUS=$(CPUS) TASK_PLUGIN=$(TASK_PLUGIN) bash cluster/up.sh
+	NODES=$(NODES) GPUS=$(GPUS) CPUS=$(CPUS) TASK_PLUGIN=$(TASK_PLUGIN) SLURM=$(SLURM) bash cluster/up.sh
 
 cluster-down:
 	bash cluster/down.sh
 
 demo: venv cluster-up
-	cd workflows/train-eval && PATH="$(CURDIR)/$(VENV)/bin:$$PATH" \
+	$(RELEASE_ENV) cd workflows/train-eval && PATH="$(CURDIR)/$(VENV)/bin:$$PATH" \
 	  snakemake --profile ../../profiles/slurm-gpu --forceall
 	@echo; cat workflows/train-eval/results/report.md
-	@echo; $(VENV)/bin/slurm-gpu status -d workflows/train-eval
-	@$(VENV)/bin/slurm-gpu timeline -d workflows/train-eval
+	@echo; $(RELEASE_ENV) $(VENV)/bin/slurm-gpu status -d workflows/train-eval
+	@$(RELEASE_ENV) $(VENV)/bin/slurm-gpu timeline -d workflows/train-eval
 
 test-unit: venv
 	$(PY) -m pytest tests/unit -q
 
 test-cluster: venv cluster-up
-	$(PY) -m pytest tests/cluster -v -rA
+	$(RELEASE_ENV) $(PY) -m pytest tests/cluster -v -rA
 
-# one pytest run, so its closing line counts every test; the cluster tests fail (not skip) when
-# Slurm is down, and tests/cluster/conftest.py fails the run if none of them ran
+# one pytest run, so its closing line counts every test: the whole suite on SLURM, then the smoke set
+# on each other release (tests/cluster/conftest.py switches the cluster, building a release's root
+# filesystem the first time); the cluster tests fail (not skip) when Slurm is down, and conftest.py
+# fails the run if none of them ran
 test: venv cluster-up
-	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m pytest tests -v -rfE --durations=15 || { bash cluster/diagnose.sh; exit 1; }
+	$(RELEASE_ENV) PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m pytest tests -v -rfE --durations=15 || { bash cluster/diagnose.sh; exit 1; }
 
 # figures, not assertions: controller load and latency (against the official plugin and a bare sbatch
 # loop), poll cost at 1,000/10,000 jobs, training overhead, preemption cost; one report in
 # benchmarks/results/latest.md
 bench: venv bench-venv cluster-up
-	$(PY) benchmarks/run_all.py
+	$(RELEASE_ENV) $(PY) benchmarks/run_all.py
 
 # the official plugin, for comparison, in a venv of its own: installed beside slurm-gpu it would run
 # `scontrol show config` at every Snakemake start, ours included, and skew our figures
@@ -67,10 +74,10 @@ bench-venv: .venv-official/.installed
 # .cache/conformance/) under --executor slurm-gpu, each also with the local executor for comparison;
 # known failures in tests/conformance/known_failures.py
 test-conformance: venv cluster-up
-	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) tests/conformance/run.py --baseline
+	$(RELEASE_ENV) PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) tests/conformance/run.py --baseline
 
 # the known failures under the official Slurm plugin on the same cluster: they are not slurm-gpu's
 test-conformance-official: venv bench-venv cluster-up
-	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) tests/conformance/run.py --official .venv-official/bin/snakemake \
+	$(RELEASE_ENV) PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) tests/conformance/run.py --official .venv-official/bin/snakemake \
 	  --only $$($(PY) -c 'import sys; sys.path.insert(0, "tests/conformance"); import known_failures as k; print(" ".join(sorted(k.KNOWN_FAILURES)))')
 .PHONY: test-conformance test-conformance-official

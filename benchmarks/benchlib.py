@@ -15,6 +15,24 @@ def slurm(*argv: str, timeout_s: float = 300) -> str:
     return subprocess.run(list(argv), capture_output=True, text=True, check=True, timeout=timeout_s).stdout
 
 
+_DAEMON = Path(__file__).resolve().parents[1] / "cluster" / "daemon.sh"
+
+
+def release_root() -> Path:
+    """Where the running Slurm release's daemons see "/" (cluster/up.sh SLURM=...; "/" for 22.05)."""
+    return Path(subprocess.run(["bash", str(_DAEMON), "root"], capture_output=True, text=True, check=True).stdout.strip())
+
+
+def daemon_pid(name: str) -> int:
+    """The pid of slurmctld, slurmdbd or slurmd-nI, whichever release runs."""
+    return int(subprocess.run(["bash", str(_DAEMON), "pid", name], capture_output=True, text=True, check=True).stdout)
+
+
+def slurm_release() -> str:
+    """The running release as its own sinfo names it, e.g. "slurm-wlm 24.11.5"."""
+    return slurm("sinfo", "-V").strip()
+
+
 def rpc_counts(text: str) -> dict[str, int]:
     """RPC counts by message type from `sdiag` or `sacctmgr show stats`."""
     section = text.split("Remote Procedure Call statistics by message type", 1)[-1]

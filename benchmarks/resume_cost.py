@@ -26,7 +26,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Iterator
 
-from benchlib import slurm
+from benchlib import daemon_pid, release_root, slurm
 
 REPO = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
@@ -111,7 +111,7 @@ def rank_pid(job: str, rank: int) -> int | None:
 def sigterm_only() -> Iterator[None]:
     """Preemption as many sites configure it: SIGTERM and the partition's GraceTime (15 s on debug),
     no requeue signal first (slurm.conf without preempt_send_user_signal)."""
-    conf = Path("/etc/slurm/slurm.conf")
+    conf = release_root() / "etc/slurm/slurm.conf"
     original = conf.read_text()
     conf.write_text("\n".join(line for line in original.splitlines()
                               if not line.startswith("SlurmctldParameters=preempt_send_user_signal")) + "\n")
@@ -134,7 +134,7 @@ def stop(scenario: str, job: str) -> None:
     elif scenario == "scontrol requeue (no signal)":
         slurm("scontrol", "requeue", job)
     elif scenario == "node failure (slurmd killed)":
-        os.kill(int(Path("/run/slurmd-n2.pid").read_text()), 9)
+        os.kill(daemon_pid("slurmd-n2"), 9)
 
 
 def run_scenario(scenario: str, steps: int, step_sleep: float) -> dict[str, object]:

@@ -44,6 +44,9 @@ def main() -> int:
                             text=True).stdout.strip() or "unknown"
     dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO,
                            capture_output=True, text=True).stdout.strip()
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from benchlib import slurm_release
+    release = slurm_release()  # the clients on PATH are the running release's (`. cluster/env.sh`)
     sections, failed = [], []
     for name in args.only.split(","):
         title, full, quick = BENCHMARKS[name]
@@ -61,8 +64,8 @@ def main() -> int:
     RESULTS.mkdir(parents=True, exist_ok=True)
     head = (f"# slurm-gpu benchmarks\n\nCommit {commit}{' (with uncommitted changes)' if dirty else ''}, "
             f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, {platform.node()}: {os.cpu_count()} CPUs, "
-            f"local Slurm cluster of cluster/up.sh (2 nodes x 4 CPUs x 2 GPUs declared).\n"
-            f"Reproduce: `make bench` (about 45 minutes).{' QUICK RUN: sizes too small to mean anything.' if args.quick else ''}\n")
+            f"local Slurm cluster of cluster/up.sh on {release} (2 nodes x 4 CPUs x 2 GPUs declared).\n"
+            f"Reproduce: `make bench` (about 45 minutes; `make bench SLURM=24.11` for another release).{' QUICK RUN: sizes too small to mean anything.' if args.quick else ''}\n")
     (RESULTS / "latest.md").write_text(head + "\n" + "\n".join(sections))
     print(f"\nwritten {RESULTS / 'latest.md'}" + (f"; failed: {', '.join(failed)}" if failed else ""))
     return 1 if failed else 0

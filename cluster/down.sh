@@ -7,9 +7,11 @@ here=$(cd "$(dirname "$(readlink -f "$0")")" && pwd)
 purge=0
 for a in "$@"; do case "$a" in --purge) purge=1;; *) die "usage: $0 [--purge]";; esac; done
 [ "$(id -u)" = 0 ] || die "stopping the local cluster needs root; run 'sudo make cluster-down'"
+# whichever release is running (up.sh wrote it), whatever SLURM says now
+use_release "$(running_release)"
 
 # 1. cancel jobs while the controller is up, so no job step outlives its slurmd
-if alive "$(pid_of_file /run/slurmctld.pid)" slurmctld; then
+if alive "$(pid_of_file "$RUN/slurmctld.pid")" slurmctld; then
   jobs=$(squeue -h -o %i 2>/dev/null | tr '\n' ' ')
   if [ -n "${jobs// /}" ]; then
     log "cancelling jobs: $jobs"
@@ -18,7 +20,7 @@ if alive "$(pid_of_file /run/slurmctld.pid)" slurmctld; then
   fi
 fi
 # 2. the node daemons, then any slurmstepd they left (children of our slurmd's)
-for pidf in /run/slurmd-n*.pid; do
+for pidf in "$RUN"/slurmd-n*.pid; do
   [ -e "$pidf" ] || continue
   stop_pid "$(pid_of_file "$pidf")" slurmd 15; rm -f "$pidf"
 done
@@ -26,13 +28,13 @@ for p in /proc/[0-9]*; do
   [ "$(cat "$p/comm" 2>/dev/null)" = slurmstepd ] && stop_pid "${p#/proc/}" slurmstepd 5
 done
 # 3. controller, accounting, database, munge
-stop_pid "$(pid_of_file /run/slurmctld.pid)" slurmctld 20; rm -f /run/slurmctld.pid
-stop_pid "$(pid_of_file /run/slurmdbd.pid)" slurmdbd 20; rm -f /run/slurmdbd.pid
-if [ -s /run/mysqld/mysqld.pid ]; then
-  [ "$purge" = 1 ] && mariadb -e 'DROP DATABASE IF EXISTS slurm_acct_db' 2>/dev/null
-  stop_pid "$(pid_of_file /run/mysqld/mysqld.pid)" mariadbd 60
+stop_pid "$(pid_of_file "$RUN/slurmctld.pid")" slurmctld 20; rm -f "$RUN/slurmctld.pid"
+stop_pid "$(pid_of_file "$RUN/slurmdbd.pid")" slurmdbd 20; rm -f "$RUN/slurmdbd.pid"
+if [ -s "$RUN/mysqld/mysqld.pid" ]; then
+  [ "$purge" = 1 ] && "${in_root[@]}" mariadb -e 'DROP DATABASE IF EXISTS slurm_acct_db' 2>/dev/null
+  stop_pid "$(pid_of_file "$RUN/mysqld/mysqld.pid")" mariadbd 60
 fi
-stop_pid "$(pid_of_file /run/munge/munged.pid)" munged 10
+stop_pid "$(pid_of_file "$RUN/munge/munged.pid")" munged 10
 # 4. network and name resolution
 for ns in $(ip netns list 2>/dev/null | awk '{print $1}' | grep -E "^$NS_PREFIX[0-9]+\$"); do
   ip link del "$VETH_PREFIX${ns#"$NS_PREFIX"}" 2>/dev/null
@@ -41,7 +43,8 @@ done
 ip link show "$BRIDGE" >/dev/null 2>&1 && ip link del "$BRIDGE"
 hosts_set_block ""
 if [ "$purge" = 1 ]; then
-  rm -rf /var/spool/slurmctld/* /var/spool/slurmd/* /var/log/slurm/*
-  log "purged Slurm state, spool and logs"
+  rm -rf "$ROOT"/var/spool/slurmctld/* "$ROOT"/var/spool/slurmd/* "$LOGS"/*
+  log "purged Slurm $SLURM state, spool and logs"
 fi
-log "stopped"
+rm -f "$STATE_DIR/release"
+log "stopped Slurm $SLURM"

@@ -7,7 +7,12 @@
 # Knobs (environment): NODES (2), GPUS per node (2), CPUS per node (4), ACCOUNTING=dbd|none (dbd),
 #   TASK_PLUGIN=task/none|task/affinity (task/none: the declared CPUs may exceed the real cores; with
 #   task/affinity, Slurm binds each task to CPUs, which must then exist: CPUS at most the cores),
-#   SUBNET (10.250.0: the /24 of the private bridge), CLUSTER_STATE_DIR (/var/lib/slurm-gpu-cluster).
+#   SUBNET (10.250.0: the /24 of the private bridge), CLUSTER_STATE_DIR (/var/lib/slurm-gpu-cluster),
+#   SLURM=22.05|24.11|26.05 (22.05: the host's Debian 12 packages; the others run from a root filesystem
+#   built once by cluster/rootfs.sh; `. cluster/env.sh` then puts that release's clients first on PATH;
+#   unset: the release running now, else 22.05),
+#   BIND_PATHS (colon-separated host paths that jobs of a root-filesystem release must see at the same
+#   place, besides /tmp, /home, /root, this repository and its venv's Python).
 set -euo pipefail
 here=$(cd "$(dirname "$(readlink -f "$0")")" && pwd)
 . "$here/lib.sh"
@@ -15,6 +20,9 @@ t_start=$(date +%s.%N)
 
 NODES=${NODES:-2}; GPUS=${GPUS:-2}; CPUS=${CPUS:-4}; ACCOUNTING=${ACCOUNTING:-dbd}; SUBNET=${SUBNET:-10.250.0}
 TASK_PLUGIN=${TASK_PLUGIN:-task/none}
+# unset: the release running now (a test that restarts a daemon it killed must not switch releases)
+SLURM=${SLURM:-$(running_release)}
+case "$SLURM" in 22.05|24.11|26.05) ;; *) die "SLURM must be 22.05, 24.11 or 26.05 (got '$SLURM')";; esac
 [ "$(id -u)" = 0 ] || die "the local cluster needs root (it installs Debian packages, writes /etc/slurm and creates network namespaces); run 'sudo make cluster-up'"
 [[ "$NODES" =~ ^[0-9]+$ ]] && [ "$NODES" -ge 1 ] && [ "$NODES" -le 200 ] || die "NODES must be 1..200 (got '$NODES')"
 [[ "$GPUS" =~ ^[0-9]+$ ]] && [ "$GPUS" -le 16 ] || die "GPUS must be 0..16 (got '$GPUS')"
@@ -24,8 +32,15 @@ case "$TASK_PLUGIN" in task/none) ;; task/affinity)
   [ "$CPUS" -le "$(nproc)" ] || die "TASK_PLUGIN=task/affinity binds tasks to real CPUs: CPUS must be at most $(nproc) (got '$CPUS')";;
   *) die "TASK_PLUGIN must be task/none or task/affinity (got '$TASK_PLUGIN')";; esac
 mkdir -p "$STATE_DIR"
+# one release at a time: they share the namespaces, addresses and ports
+if [ "$(running_release)" != "$SLURM" ]; then
+  log "switching from Slurm $(running_release) to $SLURM"
+  bash "$here/down.sh"
+fi
 
-# ---- 1. packages (Debian's own Slurm 22.05 and munge; MariaDB + slurmdbd for sacct)
+# ---- 1. packages (Debian's own Slurm 22.05 and munge; MariaDB + slurmdbd for sacct), or the root
+# filesystem of another release, which has them all
+if [ "$SLURM" = 22.05 ]; then
 pkgs="slurmctld slurmd slurm-client munge"
 [ "$ACCOUNTING" = dbd ] && pkgs="$pkgs slurmdbd mariadb-server"
 missing=""
@@ -43,16 +58,31 @@ if [ -n "$missing" ]; then
   apt-get install -y -qq --no-install-recommends $missing >/dev/null
   [ "$own_policy" = 1 ] && rm -f /usr/sbin/policy-rc.d
 fi
+use_release 22.05
+else
+  bash "$here/rootfs.sh" "$SLURM" >/dev/null
+  use_release "$SLURM"
+  repo=$(dirname "$here")
+  binds=(/tmp /home /root "$repo")
+  if [ -x "$repo/.venv/bin/python" ]; then
+    base=$("$repo/.venv/bin/python" -c 'import sys; print(sys.base_prefix)')
+    case "$base" in /usr|/usr/*) ;; *) binds+=("$base");; esac  # the root has its own /usr
+  fi
+  IFS=: read -r -a extra <<< "${BIND_PATHS:-}"
+  binds+=("${extra[@]}")
+  write_release_tools "${binds[@]}"
+fi
 
 # ---- 2. configuration, rendered from cluster/conf/*.in
-mkdir -p /etc/slurm /var/spool/slurmctld /var/log/slurm /run/munge "$STATE_DIR/etc"
-chown munge:munge /run/munge
-for i in $(seq 1 "$NODES"); do mkdir -p "/var/spool/slurmd/n$i"; done
+mkdir -p "$ROOT/etc/slurm" "$ROOT/var/spool/slurmctld" "$LOGS" "$RUN/munge" "$STATE_DIR/etc"
+"${in_root[@]}" chown munge:munge /run/munge
+for i in $(seq 1 "$NODES"); do mkdir -p "$ROOT/var/spool/slurmd/n$i"; done
 if [ "$GPUS" -gt 0 ]; then
-  mkdir -p "$STATE_DIR/fakegpu"
+  mkdir -p "$ROOT$STATE_DIR/fakegpu"
   for g in $(seq 0 $((GPUS-1))); do
     # slurmd accepts only character/block devices in gres.conf File=; borrow /dev/null's numbers
-    [ -c "$STATE_DIR/fakegpu/gpu$g" ] || { rm -f "$STATE_DIR/fakegpu/gpu$g"; mknod "$STATE_DIR/fakegpu/gpu$g" c 1 3; }
+    dev=$ROOT$STATE_DIR/fakegpu/gpu$g
+    [ -c "$dev" ] || { rm -f "$dev"; mknod "$dev" c 1 3; }
   done
 fi
 ctl_host=$(hostname -s)
@@ -81,22 +111,22 @@ new_gres=$STATE_DIR/etc/gres.conf.new
   [ "$GPUS" -gt 0 ] && echo "NodeName=n[1-$NODES] Name=gpu File=$STATE_DIR/fakegpu/gpu[0-$((GPUS-1))]"
 } > "$new_gres"
 conf_changed=0
-cmp -s "$new_conf" /etc/slurm/slurm.conf && cmp -s "$new_gres" /etc/slurm/gres.conf || conf_changed=1
-install -m 644 "$new_conf" /etc/slurm/slurm.conf
-install -m 644 "$new_gres" /etc/slurm/gres.conf
+cmp -s "$new_conf" "$ROOT/etc/slurm/slurm.conf" && cmp -s "$new_gres" "$ROOT/etc/slurm/gres.conf" || conf_changed=1
+install -m 644 "$new_conf" "$ROOT/etc/slurm/slurm.conf"
+install -m 644 "$new_gres" "$ROOT/etc/slurm/gres.conf"
 rm -f "$new_conf" "$new_gres"
 # the nodes this launcher runs, for down.sh and for tests
 echo "$NODES" > "$STATE_DIR/nodes"
 if [ "$ACCOUNTING" = dbd ]; then
   render "$here/conf/slurmdbd.conf.in" > "$STATE_DIR/etc/slurmdbd.conf"
-  install -m 600 "$STATE_DIR/etc/slurmdbd.conf" /etc/slurm/slurmdbd.conf   # slurmdbd refuses anything looser
+  install -m 600 "$STATE_DIR/etc/slurmdbd.conf" "$ROOT/etc/slurm/slurmdbd.conf"   # slurmdbd refuses anything looser
 fi
 
 # ---- 2b. a smaller cluster than before: the nodes past NODES go, with their jobs, daemons and network
 surplus=()
-for pidf in /run/slurmd-n*.pid; do
+for pidf in "$RUN"/slurmd-n*.pid; do
   [ -e "$pidf" ] || continue
-  i=${pidf#/run/slurmd-n}; i=${i%.pid}
+  i=${pidf#"$RUN"/slurmd-n}; i=${i%.pid}
   [[ "$i" =~ ^[0-9]+$ ]] && [ "$i" -gt "$NODES" ] && surplus+=("$i")
 done
 for ns in $(ip netns list 2>/dev/null | awk '{print $1}' | grep -E "^$NS_PREFIX[0-9]+\$" || true); do
@@ -104,7 +134,7 @@ for ns in $(ip netns list 2>/dev/null | awk '{print $1}' | grep -E "^$NS_PREFIX[
 done
 if [ "${#surplus[@]}" -gt 0 ]; then
   log "removing ${#surplus[@]} node(s) past n$NODES"
-  if alive "$(pid_of_file /run/slurmctld.pid)" slurmctld; then
+  if alive "$(pid_of_file "$RUN/slurmctld.pid")" slurmctld; then
     gone=$(printf 'n%s,' "${surplus[@]}"); gone=${gone%,}
     jobs=$(squeue -h -o %i -w "$gone" 2>/dev/null | sort -u | tr '\n' ' ' || true)
     if [ -n "${jobs// /}" ]; then
@@ -114,7 +144,7 @@ if [ "${#surplus[@]}" -gt 0 ]; then
     fi
   fi
   for i in "${surplus[@]}"; do
-    stop_pid "$(pid_of_file "/run/slurmd-n$i.pid")" slurmd 15; rm -f "/run/slurmd-n$i.pid"
+    stop_pid "$(pid_of_file "$RUN/slurmd-n$i.pid")" slurmd 15; rm -f "$RUN/slurmd-n$i.pid"
     ip link del "$VETH_PREFIX$i" 2>/dev/null || true
     [ -e "/run/netns/$NS_PREFIX$i" ] && ip netns del "$NS_PREFIX$i"
   done
@@ -123,6 +153,8 @@ fi
 # ---- 3. node names must resolve: Lightning and our batch script take MASTER_ADDR from the node list
 block=$(for i in $(seq 1 "$NODES"); do echo "$SUBNET.$((10+i)) n$i"; done)
 hosts_set_block "$block"
+# a root filesystem resolves names from its own /etc/hosts: the host's, node block included
+[ -n "$ROOT" ] && cat /etc/hosts > "$ROOT/etc/hosts"
 
 # ---- 4. network: a private bridge and one namespace per node; no route out, no NAT
 ip link show "$BRIDGE" >/dev/null 2>&1 || ip link add "$BRIDGE" type bridge
@@ -142,52 +174,50 @@ for i in $(seq 1 "$NODES"); do
 done
 
 # ---- 5. munge
-if [ ! -s /etc/munge/munge.key ]; then
-  mkdir -p /etc/munge
-  dd if=/dev/urandom of=/etc/munge/munge.key bs=1 count=1024 status=none
-  chown munge:munge /etc/munge/munge.key; chmod 400 /etc/munge/munge.key
+if [ ! -s "$ROOT/etc/munge/munge.key" ]; then
+  mkdir -p "$ROOT/etc/munge"
+  dd if=/dev/urandom of="$ROOT/etc/munge/munge.key" bs=1 count=1024 status=none
+  "${in_root[@]}" sh -c 'chown munge:munge /etc/munge/munge.key && chmod 400 /etc/munge/munge.key'
 fi
-if ! alive "$(pid_of_file /run/munge/munged.pid)" munged; then
+if ! alive "$(pid_of_file "$RUN/munge/munged.pid")" munged; then
   log "starting munged"
-  runuser -u munge -- /usr/sbin/munged
+  "${in_root[@]}" runuser -u munge -- /usr/sbin/munged
 fi
-wait_for 20 munged sh -c 'munge -n | unmunge'
+wait_for 20 munged "${in_root[@]}" sh -c 'munge -n | unmunge'
 
 # ---- 6. MariaDB + slurmdbd
 if [ "$ACCOUNTING" = dbd ]; then
-  if ! mariadb -e 'select 1' >/dev/null 2>&1; then
+  if ! "${in_root[@]}" mariadb -e 'select 1' >/dev/null 2>&1; then
     log "starting mariadbd"
-    mkdir -p /run/mysqld; chown mysql:mysql /run/mysqld
-    [ -d /var/lib/mysql/mysql ] || mariadb-install-db --user=mysql --datadir=/var/lib/mysql >/dev/null
-    # socket only: nothing listens on the network
-    setsid /usr/sbin/mariadbd --user=mysql --skip-networking --innodb-buffer-pool-size=64M \
-      --pid-file=/run/mysqld/mysqld.pid </dev/null >>/var/log/slurm/mariadbd.out 2>&1 &
-    wait_for 60 mariadbd mariadb -e 'select 1'
+    mkdir -p "$RUN/mysqld"; "${in_root[@]}" chown mysql:mysql /run/mysqld
+    [ -d "$ROOT/var/lib/mysql/mysql" ] || "${in_root[@]}" mariadb-install-db --user=mysql --datadir=/var/lib/mysql >/dev/null
+    # socket only: nothing listens on the network.  MariaDB 11.8 (sid) needs snapshot isolation off
+    # or slurmdbd dies on a write conflict; 10.11 ignores the loose- option
+    setsid "${in_root[@]}" /usr/sbin/mariadbd --user=mysql --skip-networking --innodb-buffer-pool-size=64M \
+      --loose-innodb-snapshot-isolation=OFF \
+      --pid-file=/run/mysqld/mysqld.pid </dev/null >>"$LOGS/mariadbd.out" 2>&1 &
+    wait_for 60 mariadbd "${in_root[@]}" mariadb -e 'select 1'
   fi
-  mariadb -e "CREATE DATABASE IF NOT EXISTS slurm_acct_db;
+  "${in_root[@]}" mariadb -e "CREATE DATABASE IF NOT EXISTS slurm_acct_db;
     CREATE USER IF NOT EXISTS 'slurm'@'localhost' IDENTIFIED BY 'slurmdbpass';
     GRANT ALL ON slurm_acct_db.* TO 'slurm'@'localhost'; FLUSH PRIVILEGES;"
-  if ! alive "$(pid_of_file /run/slurmdbd.pid)" slurmdbd; then log "starting slurmdbd"; slurmdbd; fi
+  if ! alive "$(pid_of_file "$RUN/slurmdbd.pid")" slurmdbd; then log "starting slurmdbd"; start_slurmdbd; fi
   wait_for 60 slurmdbd sacctmgr -n list cluster
   clusters=$(sacctmgr -n -P list cluster format=cluster)
   [[ $'\n'"$clusters"$'\n' == *$'\n'local$'\n'* ]] || sacctmgr -i add cluster local >/dev/null
 fi
 
 # ---- 7. slurmctld
-pid=$(pid_of_file /run/slurmctld.pid)
+pid=$(pid_of_file "$RUN/slurmctld.pid")
 if alive "$pid" slurmctld && [ "$conf_changed" = 1 ]; then log "config changed: restarting slurmctld"; stop_pid "$pid" slurmctld 20; fi
-if ! alive "$(pid_of_file /run/slurmctld.pid)" slurmctld; then log "starting slurmctld"; slurmctld; fi
+if ! alive "$(pid_of_file "$RUN/slurmctld.pid")" slurmctld; then log "starting slurmctld"; start_slurmctld; fi
 wait_for 30 slurmctld sh -c 'scontrol ping | grep -q UP'
 
 # ---- 8. one slurmd per node, inside its namespace
 for i in $(seq 1 "$NODES"); do
-  pidf=/run/slurmd-n$i.pid; pid=$(pid_of_file "$pidf")
+  pidf=$RUN/slurmd-n$i.pid; pid=$(pid_of_file "$pidf")
   if alive "$pid" slurmd && [ "$conf_changed" = 1 ]; then log "config changed: restarting slurmd n$i"; stop_pid "$pid" slurmd 15; fi
-  if ! alive "$(pid_of_file "$pidf")" slurmd; then
-    # nsenter, not `ip netns exec`: the latter remounts /sys and slurmd 22.05 then finds no cgroup fs;
-    # unshare --uts gives the node its own hostname, so gloo advertises the node's own address
-    nsenter --net="/run/netns/$NS_PREFIX$i" unshare --uts sh -c "hostname n$i && exec slurmd -N n$i"
-  fi
+  alive "$(pid_of_file "$pidf")" slurmd || start_slurmd "$i"
 done
 
 # ---- 9. wait until every node is schedulable
@@ -200,4 +230,5 @@ while :; do
   [ "$(date +%s)" -lt "$end" ] || { sinfo -N -l; die "nodes not ready: $bad"; }
   sleep 0.3
 done
-log "cluster ready: $NODES nodes x $GPUS GPUs, accounting=$ACCOUNTING, in $(awk "BEGIN{printf \"%.1f\", $(date +%s.%N) - $t_start}") s"
+echo "$SLURM" > "$STATE_DIR/release"
+log "cluster ready: Slurm $SLURM, $NODES nodes x $GPUS GPUs, accounting=$ACCOUNTING, in $(awk "BEGIN{printf \"%.1f\", $(date +%s.%N) - $t_start}") s"

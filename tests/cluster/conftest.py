@@ -17,6 +17,44 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
 PROFILE = REPO / "profiles" / "slurm-gpu"
+STATE_DIR = Path(os.environ.get("CLUSTER_STATE_DIR", "/var/lib/slurm-gpu-cluster"))
+
+
+def running_release() -> str:
+    """The Slurm release the local cluster runs (cluster/up.sh SLURM=...): 22.05 is the host's own."""
+    path = STATE_DIR / "release"
+    return path.read_text().strip() if path.exists() else "22.05"
+
+
+def release_root() -> Path:
+    """Where that release's daemons see "/": their pid files, logs and slurm.conf are under it."""
+    release = running_release()
+    return Path("/") if release == "22.05" else STATE_DIR / "releases" / release / "root"
+
+
+# the release's own clients first, for this process and everything it starts (as `. cluster/env.sh`)
+_RELEASE_BIN = STATE_DIR / "releases" / running_release() / "bin"
+if running_release() != "22.05" and str(_RELEASE_BIN) not in os.environ.get("PATH", "").split(":"):
+    os.environ["PATH"] = f"{_RELEASE_BIN}:{os.environ.get('PATH', '/usr/bin:/bin')}"
+
+
+def daemon_pid(name: str) -> int:
+    """The pid of slurmctld, slurmdbd or slurmd-nI, whichever release runs."""
+    return int(subprocess.run(["bash", str(REPO / "cluster" / "daemon.sh"), "pid", name], capture_output=True,
+                              text=True, check=True, timeout=30).stdout)
+
+
+def start_daemon(name: str) -> None:
+    """Start a daemon the test stopped, as cluster/up.sh does, and wait until it answers."""
+    subprocess.run(["bash", str(REPO / "cluster" / "daemon.sh"), "start", name], check=True, timeout=120)
+
+
+def restore_cluster(check: bool = False) -> None:
+    """cluster/up.sh again, on the running release: brings back a daemon a test killed, and its node."""
+    proc = subprocess.run(["bash", str(REPO / "cluster" / "up.sh")], env=_env({"SLURM": running_release()}),
+                          capture_output=True, text=True, timeout=600)
+    if check and proc.returncode:
+        raise AssertionError(f"cluster/up.sh failed:\n{proc.stdout}\n{proc.stderr}")
 
 
 def _env(extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -149,20 +187,21 @@ def cluster_shape() -> dict[str, str]:
 
 
 def reshape_cluster(shape: dict[str, str]) -> None:
-    proc = subprocess.run(["bash", str(REPO / "cluster" / "up.sh")], env=_env(shape), capture_output=True,
+    proc = subprocess.run(["bash", str(REPO / "cluster" / "up.sh")], env=_env({**shape, "SLURM": running_release()}),
+                          capture_output=True,
                           text=True, timeout=600)
     if proc.returncode:
         pytest.fail(f"cluster/up.sh {shape} failed:\n{proc.stdout}\n{proc.stderr}")
     # exactly the asked-for nodes are left: no slurmd or namespace of a bigger shape lingers
     assert cluster_shape() == shape
-    daemons = sorted(p.name for p in Path("/run").glob("slurmd-n*.pid"))
+    daemons = sorted(p.name for p in (release_root() / "run").glob("slurmd-n*.pid"))
     namespaces = sorted(p.name for p in Path("/run/netns").glob("sgns*")) if Path("/run/netns").is_dir() else []
     nodes = int(shape["NODES"])
     assert daemons == sorted(f"slurmd-n{i}.pid" for i in range(1, nodes + 1)), daemons
     assert namespaces == sorted(f"sgns{i}" for i in range(1, nodes + 1)), namespaces
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def scale_cluster(cluster) -> dict[str, str]:
     """The local cluster as 32 nodes x 8 GPUs x 8 CPUs for the tests that use it (they run last, see
     pytest_collection_modifyitems), then back to the shape it had."""
@@ -185,12 +224,74 @@ def affinity_cluster(cluster) -> dict[str, str]:
         reshape_cluster(before)
 
 
+# ---------------------------------------------------------------- other Slurm releases
+# The suite runs on the release the cluster runs when it starts (`make test SLURM=...`); the tests that
+# take the fixture `slurm_release` (the smoke set: the example pipeline, a signalled preemption, a hard
+# requeue, a node failure, allocation mode) run again on each other release, last, each release
+# started once (cluster/up.sh SLURM=..., its root filesystem built once). SLURM_GPU_SMOKE_RELEASES
+# (space- or comma-separated, "" for none) narrows them.
+RELEASES = ("22.05", "24.11", "26.05")
+HOME_RELEASE = running_release()
+
+
+def smoke_releases() -> list[str]:
+    raw = os.environ.get("SLURM_GPU_SMOKE_RELEASES")
+    wanted = RELEASES if raw is None else tuple(raw.replace(",", " ").split())
+    unknown = set(wanted) - set(RELEASES)
+    if unknown:
+        raise pytest.UsageError(f"SLURM_GPU_SMOKE_RELEASES: no such release {sorted(unknown)} (known: {RELEASES})")
+    return [r for r in RELEASES if r in wanted and r != HOME_RELEASE]
+
+
+def pytest_generate_tests(metafunc):
+    if "slurm_release" in metafunc.fixturenames:
+        metafunc.parametrize("slurm_release", [HOME_RELEASE, *smoke_releases()], indirect=True, scope="session")
+
+
+def switch_release(release: str, shape: dict[str, str]) -> None:
+    """The cluster on `release`, in `shape`, and that release's clients first on PATH for this process
+    and all it starts."""
+    proc = subprocess.run(["bash", str(REPO / "cluster" / "up.sh")], env=_env({**shape, "SLURM": release}),
+                          capture_output=True, text=True, timeout=900)
+    if proc.returncode:
+        pytest.fail(f"cluster/up.sh SLURM={release} failed:\n{proc.stdout}\n{proc.stderr}")
+    releases = str(STATE_DIR / "releases")
+    path = [d for d in os.environ.get("PATH", "").split(":") if not d.startswith(releases + "/")]
+    if release != "22.05":
+        path.insert(0, str(STATE_DIR / "releases" / release / "bin"))
+    os.environ["PATH"] = ":".join(path)
+    assert running_release() == release
+    # the clients on PATH are that release's own (a 22.05 client must never talk to a newer controller)
+    assert slurm("sinfo", "-V").split()[-1].startswith(release + "."), slurm("sinfo", "-V")
+
+
+@pytest.fixture(scope="session")
+def _home_release(cluster) -> str:
+    """The release and shape the session started on, restored at its end."""
+    shape = cluster_shape()
+    yield shape
+    if running_release() != HOME_RELEASE:
+        switch_release(HOME_RELEASE, shape)
+
+
+@pytest.fixture(scope="session")
+def slurm_release(request, _home_release) -> str:
+    if running_release() != request.param:
+        switch_release(request.param, _home_release)
+    return request.param
+
+
+@pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(config, items):
-    # reshaping the cluster restarts every Slurm daemon: do it once per shape, after every other test
-    def shape(item) -> int:
+    # a reshape or a release switch restarts every Slurm daemon: once per shape, after every other
+    # test, and once per other release, after that
+    def order(item) -> tuple[int, int]:
         names = getattr(item, "fixturenames", ())
-        return 2 if "scale_cluster" in names else 1 if "affinity_cluster" in names else 0
-    items.sort(key=shape)
+        callspec = getattr(item, "callspec", None)
+        release = callspec.params.get("slurm_release", HOME_RELEASE) if callspec else HOME_RELEASE
+        shape = 2 if "scale_cluster" in names else 1 if "affinity_cluster" in names else 0
+        return (0 if release == HOME_RELEASE else 1 + RELEASES.index(release), shape)
+    items.sort(key=order)
 
 
 def record_figure(name: str, value: object) -> None:

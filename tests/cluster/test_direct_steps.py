@@ -5,10 +5,9 @@ need the job-side Snakemake, and every rule under --slurm-gpu-job-side-snakemake
 
 import os
 import signal
-import subprocess
 from pathlib import Path
 
-from conftest import REPO, Background, slurm, snakemake, wait_for, write_workflow
+from conftest import Background, daemon_pid, restore_cluster, slurm, snakemake, wait_for, write_workflow
 
 PIPELINE = '''
 shell.prefix("set -euo pipefail; export FROM_PREFIX=yes; ")
@@ -124,7 +123,7 @@ def test_a_direct_step_on_a_node_that_dies_is_resubmitted_at_once_with_its_outpu
         wait_for(lambda: (workdir / "out/a.txt").exists(), 60, "the command to start")
         node = slurm("squeue", "--noheader", f"--jobs={first}", "--format=%N").strip()
         (workdir / "go").touch()  # the next run goes straight through; this one sleeps on
-        os.kill(int(Path(f"/run/slurmd-{node}.pid").read_text().strip()), signal.SIGKILL)
+        os.kill(daemon_pid(f"slurmd-{node}"), signal.SIGKILL)
         wait_for(lambda: len(list(logs.glob("*.log"))) == 2, 120, "the step to be resubmitted")
         for pid in _orphans():
             os.kill(pid, signal.SIGKILL)
@@ -133,7 +132,7 @@ def test_a_direct_step_on_a_node_that_dies_is_resubmitted_at_once_with_its_outpu
         bg.kill()
         for pid in _orphans():
             os.kill(pid, signal.SIGKILL)
-        subprocess.run(["bash", str(REPO / "cluster/up.sh")], capture_output=True)
+        restore_cluster()
     assert run.returncode == 0, run.output
     second = max((p.stem for p in logs.glob("*.log")), key=int)
     # Snakemake removed the first run's output before the second began; nothing of the first run is in it

@@ -6,11 +6,10 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import time
 from pathlib import Path
 
-from conftest import Background, jobs_from, slurm, snakemake, wait_for, write_workflow
+from conftest import Background, daemon_pid, jobs_from, slurm, snakemake, start_daemon, wait_for, write_workflow
 
 # two training-like steps of different lengths and a report over both, all on Slurm: each step
 # writes the id of the Slurm job that made it, so "exactly one job" shows in the outputs too
@@ -111,20 +110,10 @@ rule final:
 '''
 
 
-def _pid(name: str) -> int:
-    return int(Path(f"/run/{name}.pid").read_text().split()[0])
-
-
 def _stop_daemon(name: str) -> None:
-    pid = _pid(name)
+    pid = daemon_pid(name)
     os.kill(pid, signal.SIGTERM)
     wait_for(lambda: not Path(f"/proc/{pid}").exists(), 30, f"{name} to stop")
-
-
-def _start_daemon(name: str, ready: list[str]) -> None:
-    subprocess.run([name], check=True, timeout=60)  # daemonizes, as cluster/up.sh starts it
-    wait_for(lambda: subprocess.run(ready, capture_output=True, timeout=30).returncode == 0, 60,
-              f"{name} to answer")
 
 
 def test_the_controller_away_for_a_minute_and_accounting_restarting_fail_nothing(cluster, tmp_path):
@@ -141,13 +130,13 @@ def test_the_controller_away_for_a_minute_and_accounting_restarting_fail_nothing
             wait_for(lambda: (workdir / "prepared.txt").exists(), 60, "the local step")
             time.sleep(max(0.0, 60 - 20))
         finally:
-            _start_daemon("slurmctld", ["scontrol", "ping"])
+            start_daemon("slurmctld")
         wait_for(lambda: (workdir / "train.started").exists(), what="the step submitted during the outage to run")
         _stop_daemon("slurmdbd")
         try:
             time.sleep(20)  # the train step ends and the final one is submitted without accounting
         finally:
-            _start_daemon("slurmdbd", ["sacctmgr", "-n", "list", "cluster"])
+            start_daemon("slurmdbd")
         result = run.wait(timeout_s=300)
     finally:
         run.kill()

@@ -11,7 +11,7 @@ from conftest import copy_workflow, jobs_from, slurm, snakemake
 MIN_ACCURACY = 0.90
 
 
-def test_train_eval_pipeline_runs_train_as_one_two_node_job(cluster, tmp_path):
+def test_train_eval_pipeline_runs_train_as_one_two_node_job(cluster, slurm_release, tmp_path):
     workdir = copy_workflow("train-eval", tmp_path)
     run = snakemake(workdir)
     assert run.returncode == 0, run.output
@@ -23,7 +23,7 @@ def test_train_eval_pipeline_runs_train_as_one_two_node_job(cluster, tmp_path):
     job = dict(kv.split("=", 1) for kv in slurm("scontrol", "show", "job", "-o", train_job).split() if "=" in kv)
     assert job["NumNodes"] == "2"
     assert job["NumTasks"] == "4"
-    assert "gres/gpu=4" in job["TRES"]
+    assert "gres/gpu=4" in job.get("AllocTRES", job.get("TRES", ""))  # TRES= until 22.05, AllocTRES= since 23.02
     assert job["NtasksPerN:B:S:C"].startswith("2:")
 
     # every rank joined the same world, two per node, from the job's own output

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, Background, copy_workflow, slurm, snakemake, wait_for
+from conftest import REPO, Background, copy_workflow, daemon_pid, restore_cluster, slurm, snakemake, wait_for
 
 CKPT = Path(".snakemake/slurm-gpu/checkpoints/train/all")
 LOGS = Path(".snakemake/slurm-gpu/logs/train/all")
@@ -119,7 +119,7 @@ def start(workdir: Path, *args: str, sleep_s: float = 0.1, max_steps: int = 400,
     return bg, watch
 
 
-def test_preemption_by_urgent_partition_checkpoints_requeues_in_place_and_resumes(cluster, workflow):
+def test_preemption_by_urgent_partition_checkpoints_requeues_in_place_and_resumes(cluster, slurm_release, workflow):
     bg, watch = start(workflow)
     try:
         job = running_train_job(workflow, min_checkpoint_step=50)
@@ -156,7 +156,7 @@ def test_walltime_warning_signal_checkpoints_and_requeues_until_done(cluster, wo
     assert "TIMEOUT" not in states
 
 
-def test_scontrol_requeue_without_signal_resumes_from_periodic_checkpoint(cluster, workflow):
+def test_scontrol_requeue_without_signal_resumes_from_periodic_checkpoint(cluster, slurm_release, workflow):
     bg, watch = start(workflow)
     try:
         job = running_train_job(workflow, min_checkpoint_step=100)
@@ -183,11 +183,11 @@ def training_processes(workdir: Path) -> list[int]:
     return pids
 
 
-def test_node_whose_slurmd_dies_fails_the_job_and_training_resumes(cluster, workflow):
+def test_node_whose_slurmd_dies_fails_the_job_and_training_resumes(cluster, slurm_release, workflow):
     bg, watch = start(workflow)
     try:
         job = running_train_job(workflow, min_checkpoint_step=50)
-        pid = int(Path("/run/slurmd-n2.pid").read_text().strip())
+        pid = daemon_pid("slurmd-n2")
         subprocess.run(["kill", "-KILL", str(pid)], check=True)
         # Slurm declares n2 DOWN after SlurmdTimeout, ends the job NODE_FAIL and requeues it
         wait_for(lambda: "NODE_FAIL" in [s for s, _, _ in segments(job)], 120, "NODE_FAIL")
@@ -197,7 +197,7 @@ def test_node_whose_slurmd_dies_fails_the_job_and_training_resumes(cluster, work
         wait_for(lambda: slurm("squeue", "--noheader", f"--jobs={job}", "--format=%T").strip() == "PENDING",
                  60, "the requeued job to be pending")
         slurm("scontrol", "hold", job)
-        subprocess.run(["bash", str(REPO / "cluster/up.sh")], check=True, capture_output=True)
+        restore_cluster(check=True)
         wait_for(lambda: not training_processes(workflow), 60, "the old run's ranks to exit")
         time.sleep(2)
         slurm("scontrol", "release", job)
@@ -205,7 +205,7 @@ def test_node_whose_slurmd_dies_fails_the_job_and_training_resumes(cluster, work
     finally:
         bg.kill()
         watch.stop()
-        subprocess.run(["bash", str(REPO / "cluster/up.sh")], capture_output=True)
+        restore_cluster()
     assert_resumed_and_completed(run, workflow, watch, 400)
     states = [s for s, _, _ in segments(train_jobs(workflow)[0])]
     assert states[0] == "NODE_FAIL" and states[-1] == "COMPLETED", states

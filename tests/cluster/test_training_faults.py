@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, Background, copy_workflow, slurm, wait_for
+from conftest import REPO, Background, copy_workflow, release_root, slurm, wait_for
 from test_resume import CKPT, StepWatch, done_steps, resumed_steps, train_jobs, train_output
 
 EVENTS = Path(".snakemake/slurm-gpu/events/train/all.jsonl")
@@ -223,7 +223,7 @@ def test_rank_killed_by_the_requeue_signal_is_preempted_not_failed(cluster, tmp_
 def sigterm_only_preemption(cluster):
     """The cluster as many sites run it: preemption warns with SIGTERM only (no
     preempt_send_user_signal), and the debug partition's GraceTime (15 s) before the SIGKILL."""
-    conf = Path("/etc/slurm/slurm.conf")
+    conf = release_root() / "etc/slurm/slurm.conf"
     original = conf.read_text()
     conf.write_text("\n".join(line for line in original.splitlines()
                               if not line.startswith("SlurmctldParameters=preempt_send_user_signal")) + "\n")
