@@ -38,6 +38,7 @@ _STARTED_EVENT = _job_event("started", [("nodes", '"%s"', '"$SLURM_JOB_NODELIST"
 # after the inner Snakemake: the executor reads this within a second and asks Slurm for the verdict
 # at once instead of at its next poll (Slurm's word stays the verdict)
 _ENDED_EVENT = _job_event("ended", [("exit_code", "%d", '"$rc"')])
+_ALREADY_FINISHED_EVENT = _job_event("already_finished", [("restart", "%d", '"${SLURM_RESTART_COUNT:-0}"')])
 
 
 @dataclass(frozen=True)
@@ -245,6 +246,7 @@ def _run_once(command: str, paths: StepPaths) -> list[str]:
         f'finished={finished}/"$SLURM_JOB_ID"',
         'if [ -e "$finished" ]; then',
         '  echo "[slurm-gpu] the step finished in an earlier run of job $SLURM_JOB_ID; Slurm requeued the job after that: not run again"',
+        f"  {_ALREADY_FINISHED_EVENT}",
         "  rc=0",
         "else",
         f"  {command}",

@@ -43,6 +43,9 @@ EVENTS: dict[str, tuple[str, ...]] = {
     # the batch script, at every start of the job (also after each requeue)
     "started": ("nodes", "restart"),             # nodes: Slurm's (compressed) node list; restart: SLURM_RESTART_COUNT
     "ended": ("exit_code",),                     # the batch script reached its end (not written when it is killed)
+    # the batch script found the step finished by an earlier run of this job and ran nothing: Slurm
+    # 24.05+ requeues a job once preempted at its next end, a successful one too
+    "already_finished": ("restart",),
     # training ranks (runtime)
     "rank_started": ("rank", "local_rank", "node", "restart", "world_size"),  # every rank, before the rendezvous
     "rank_ready": ("rank", "node", "restart", "world_size"),  # every rank, after the process group formed

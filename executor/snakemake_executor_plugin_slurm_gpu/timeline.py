@@ -109,11 +109,15 @@ class _Run:
     max_step: int | None = None
     resumed_from: int | None = None
     trained: bool = False               # some record carried a global step
+    succeeded: bool = False             # its batch script ended with exit status 0
 
     @property
     def ended(self) -> str:
         if self.verdict is not None:
             return self.verdict
+        if self.succeeded:
+            # finished, yet Slurm requeued the job (24.05+ once it was preempted): not a stop
+            return "completed"
         if self.end is None:
             return "running"
         return "signalled" if self.interrupted else "hard-stop"
@@ -217,6 +221,10 @@ def _analyse(events: Iterable[Any], step: str | None = None) -> _Step:
                 current.close(ts)  # a requeue of the same job, or a newer job: the run before stopped
             s.runs.append(_Run(job_id=job, restart=_int(e.get("restart")), nodes=_text(e.get("nodes")) or "",
                                start=ts, last_seen=ts))
+        elif kind == "ended":
+            run = s.run_of(job)
+            if run is not None and e.get("exit_code") == 0 and run.end is None:
+                run.succeeded, run.end = True, ts
         elif kind in ("completed", "failed", "watchdog"):
             verdict = "completed" if kind == "completed" else "failed"
             run = s.run_of(job)

@@ -45,6 +45,7 @@ printf '{"ts": %s, "event": "started", "step": "%s", "source": "job", "job_id": 
 finished=/work/wf/.snakemake/slurm-gpu/finished/train/all/"$SLURM_JOB_ID"
 if [ -e "$finished" ]; then
   echo "[slurm-gpu] the step finished in an earlier run of job $SLURM_JOB_ID; Slurm requeued the job after that: not run again"
+  printf '{"ts": %s, "event": "already_finished", "step": "%s", "source": "job", "job_id": "%s", "restart": %d}\n' "$(date +%s.%N | cut -c1-14)" "$SLURM_GPU_STEP" "$SLURM_JOB_ID" "${SLURM_RESTART_COUNT:-0}" >> "$SLURM_GPU_EVENT_LOG" || true
   rc=0
 else
   python -m snakemake --snakefile /work/wf/Snakefile --target-jobs 'STEP' --cores all --mode remote --executor local

@@ -221,8 +221,8 @@ def test_script_shape(name: str) -> None:
     command_lines = CASES[name].command.text.splitlines()
     spec = CASES[name].spec
     if spec.requeue and spec.resumable:
-        assert lines[-11].startswith("finished=") and lines[-10] == 'if [ -e "$finished" ]; then'
-        assert lines[-8:-5] == ["  rc=0", "else", f"  {command_lines[0]}"]
+        assert lines[-12].startswith("finished=") and lines[-11] == 'if [ -e "$finished" ]; then'
+        assert '"already_finished"' in lines[-9] and lines[-8:-5] == ["  rc=0", "else", f"  {command_lines[0]}"]
         assert lines[-5] == "  rc=$?" and lines[-4].startswith('  if [ "$rc" = 0 ]') and lines[-3] == "fi"
     else:
         assert lines[-3 - len(command_lines):-1] == [*command_lines, "rc=$?", lines[-2]]
@@ -526,7 +526,10 @@ def test_a_job_slurm_requeues_after_its_step_finished_does_not_run_the_step_agai
     assert first.returncode == again.returncode == 0
     assert runs.read_text() == "run\n"
     assert "the step finished in an earlier run of job 71" in again.stdout
-    assert [e["exit_code"] for e in events.read(paths.event_log) if e["event"] == "ended"] == [0, 0]
+    log = events.read(paths.event_log)
+    assert [e["exit_code"] for e in log if e["event"] == "ended"] == [0, 0]
+    assert [e["event"] for e in log if e["event"] in ("started", "already_finished")] == [
+        "started", "started", "already_finished"]
     # another job of the step (a resubmission) runs it
     assert _run_script(script, tmp_path, "72").returncode == 0 and runs.read_text() == "run\nrun\n"
 

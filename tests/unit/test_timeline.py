@@ -395,3 +395,21 @@ def test_any_sequence_of_records_gives_a_consistent_summary_and_timeline(log: li
 def test_a_summary_round_trips_through_json() -> None:
     s = summarize(fixture_steps()["train/model=vit"], now=NOW)
     assert StepSummary(**json.loads(json.dumps(vars(s)))) == s
+
+
+def test_a_run_slurm_requeued_after_the_step_finished_is_no_stop() -> None:
+    # Slurm 24.05+: a job once preempted is requeued at its next end, a successful one too; the batch
+    # script of that extra run finds the step finished and runs nothing (already_finished)
+    log = [ev(0, "submitted"), ev(1, "started", restart=0, nodes="n1"), ev(20, "signal", global_step=40),
+           ev(21, "interrupted", global_step=40, why="requeue signal"), ev(22, "requeue_requested", global_step=40,
+                                                                       requeued=True),
+           ev(30, "started", restart=1, nodes="n1"), ev(31, "resumed", from_step=40, restart=1),
+           ev(60, "training_done", global_step=100), ev(61, "ended", exit_code=0),
+           ev(62, "requeued", state="PENDING"), ev(62.5, "pending", reason="BeginTime"),
+           ev(70, "started", restart=2, nodes="n1"), ev(70.1, "already_finished", restart=2),
+           ev(70.2, "ended", exit_code=0), ev(71, "completed", state="COMPLETED", exit_code="")]
+    (train,) = build_timeline({"train/all": log}).bars
+    assert [(r.restart, r.ended) for r in train.runs] == [(0, "signalled"), (1, "completed"), (2, "completed")]
+    assert train.runs[1].end == 61.0  # its own end, not the next run's
+    s = summarize(log, now=T0 + 100)
+    assert (s.state, s.runs, s.preemptions) == ("completed", 3, 1)
