@@ -49,12 +49,19 @@ def start_daemon(name: str) -> None:
     subprocess.run(["bash", str(REPO / "cluster" / "daemon.sh"), "start", name], check=True, timeout=120)
 
 
+def cluster_up(check: bool = True, release: str | None = None, **shape: str) -> None:
+    """cluster/up.sh: on `release` (default: the running one, so no test switches by accident), in
+    `shape` (NODES, GPUS, CPUS, TASK_PLUGIN; up.sh's defaults for what is not given)."""
+    proc = subprocess.run(["bash", str(REPO / "cluster" / "up.sh")],
+                          env=_env({**shape, "SLURM": release or running_release()}),
+                          capture_output=True, text=True, timeout=900)
+    if check and proc.returncode:
+        pytest.fail(f"cluster/up.sh {release or ''} {shape} failed:\n{proc.stdout}\n{proc.stderr}")
+
+
 def restore_cluster(check: bool = False) -> None:
     """cluster/up.sh again, on the running release: brings back a daemon a test killed, and its node."""
-    proc = subprocess.run(["bash", str(REPO / "cluster" / "up.sh")], env=_env({"SLURM": running_release()}),
-                          capture_output=True, text=True, timeout=600)
-    if check and proc.returncode:
-        raise AssertionError(f"cluster/up.sh failed:\n{proc.stdout}\n{proc.stderr}")
+    cluster_up(check=check)
 
 
 def _env(extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -182,16 +189,13 @@ def cluster_shape() -> dict[str, str]:
     gpus = max((int(g.rsplit(":", 1)[1].split("(")[0]) for _, _, g in rows if g.startswith("gpu")), default=0)
     plugin = next((line.split("=", 1)[1].strip() for line in slurm("scontrol", "show", "config").splitlines()
                    if line.startswith("TaskPlugin ")), "task/none")
+    plugin = "task/none" if plugin in ("", "(null)") else plugin  # 24.11 and later say "(null)" for task/none
     return {"NODES": str(len({n for n, _, _ in rows})), "GPUS": str(gpus), "CPUS": str(max(int(c) for _, c, _ in rows)),
             "TASK_PLUGIN": plugin}
 
 
 def reshape_cluster(shape: dict[str, str]) -> None:
-    proc = subprocess.run(["bash", str(REPO / "cluster" / "up.sh")], env=_env({**shape, "SLURM": running_release()}),
-                          capture_output=True,
-                          text=True, timeout=600)
-    if proc.returncode:
-        pytest.fail(f"cluster/up.sh {shape} failed:\n{proc.stdout}\n{proc.stderr}")
+    cluster_up(**shape)
     # exactly the asked-for nodes are left: no slurmd or namespace of a bigger shape lingers
     assert cluster_shape() == shape
     daemons = sorted(p.name for p in (release_root() / "run").glob("slurmd-n*.pid"))
@@ -201,27 +205,26 @@ def reshape_cluster(shape: dict[str, str]) -> None:
     assert namespaces == sorted(f"sgns{i}" for i in range(1, nodes + 1)), namespaces
 
 
+def _reshaped(shape: dict[str, str]):
+    before = cluster_shape()
+    if before != shape:
+        reshape_cluster(shape)
+    yield shape
+    if before != shape:
+        reshape_cluster(before)
+
+
 @pytest.fixture(scope="module")
 def scale_cluster(cluster) -> dict[str, str]:
     """The local cluster as 32 nodes x 8 GPUs x 8 CPUs for the tests that use it (they run last, see
     pytest_collection_modifyitems), then back to the shape it had."""
-    before = cluster_shape()
-    if before != SCALE_SHAPE:
-        reshape_cluster(SCALE_SHAPE)
-    yield SCALE_SHAPE
-    if before != SCALE_SHAPE:
-        reshape_cluster(before)
+    yield from _reshaped(SCALE_SHAPE)
 
 
 @pytest.fixture(scope="module")
 def affinity_cluster(cluster) -> dict[str, str]:
     """The local cluster binding tasks to CPUs (AFFINITY_SHAPE) for one test module, then back."""
-    before = cluster_shape()
-    if before != AFFINITY_SHAPE:
-        reshape_cluster(AFFINITY_SHAPE)
-    yield AFFINITY_SHAPE
-    if before != AFFINITY_SHAPE:
-        reshape_cluster(before)
+    yield from _reshaped(AFFINITY_SHAPE)
 
 
 # ---------------------------------------------------------------- other Slurm releases
@@ -251,10 +254,7 @@ def pytest_generate_tests(metafunc):
 def switch_release(release: str, shape: dict[str, str]) -> None:
     """The cluster on `release`, in `shape`, and that release's clients first on PATH for this process
     and all it starts."""
-    proc = subprocess.run(["bash", str(REPO / "cluster" / "up.sh")], env=_env({**shape, "SLURM": release}),
-                          capture_output=True, text=True, timeout=900)
-    if proc.returncode:
-        pytest.fail(f"cluster/up.sh SLURM={release} failed:\n{proc.stdout}\n{proc.stderr}")
+    cluster_up(release=release, **shape)
     releases = str(STATE_DIR / "releases")
     path = [d for d in os.environ.get("PATH", "").split(":") if not d.startswith(releases + "/")]
     if release != "22.05":
@@ -292,6 +292,14 @@ def pytest_collection_modifyitems(config, items):
         shape = 2 if "scale_cluster" in names else 1 if "affinity_cluster" in names else 0
         return (0 if release == HOME_RELEASE else 1 + RELEASES.index(release), shape)
     items.sort(key=order)
+
+
+def runs_of(evs: list[dict]) -> list[int]:
+    """The restarts of a job that ran its step, from its event log: without a run that found the step
+    finished by an earlier one and ran nothing (`already_finished`; Slurm 24.05 and later requeue a job
+    once preempted at its next end, a successful one too)."""
+    skipped = {e["restart"] for e in evs if e["event"] == "already_finished"}
+    return [e["restart"] for e in evs if e["event"] == "started" and e["restart"] not in skipped]
 
 
 def record_figure(name: str, value: object) -> None:
