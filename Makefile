@@ -16,7 +16,7 @@ SLURM ?= 22.05
 # the running release's clients first on PATH (nothing for 22.05)
 RELEASE_ENV := . cluster/env.sh &&
 
-.PHONY: venv cluster-up cluster-down demo test test-unit test-cluster bench bench-venv
+.PHONY: venv cluster-up cluster-down demo test test-smoke test-unit test-cluster bench bench-venv
 
 venv: $(VENV)/.installed
 
@@ -53,6 +53,11 @@ test-cluster: venv cluster-up
 # fails the run if none of them ran
 test: venv cluster-up
 	$(RELEASE_ENV) PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m pytest tests -v -rfE --durations=15 || { bash cluster/diagnose.sh; exit 1; }
+
+# the smoke set alone, on SLURM only (the example pipeline, a signalled preemption, a hard requeue, a
+# node failure, allocation mode): a quick look at one release
+test-smoke: venv cluster-up
+	$(RELEASE_ENV) PATH="$(CURDIR)/$(VENV)/bin:$$PATH" SLURM_GPU_SMOKE_RELEASES= $(PY) -m pytest tests/cluster -m release_smoke -v -rfE || { bash cluster/diagnose.sh; exit 1; }
 
 # figures, not assertions: controller load and latency (against the official plugin and a bare sbatch
 # loop), poll cost at 1,000/10,000 jobs, training overhead, preemption cost; one report in

@@ -248,7 +248,10 @@ def smoke_releases() -> list[str]:
 
 def pytest_generate_tests(metafunc):
     if "slurm_release" in metafunc.fixturenames:
-        metafunc.parametrize("slurm_release", [HOME_RELEASE, *smoke_releases()], indirect=True, scope="session")
+        # marked release_smoke, for `make test-smoke` (-m release_smoke)
+        metafunc.parametrize("slurm_release", [pytest.param(r, marks=pytest.mark.release_smoke)
+                                               for r in (HOME_RELEASE, *smoke_releases())],
+                             indirect=True, scope="session")
 
 
 def switch_release(release: str, shape: dict[str, str]) -> None:
