@@ -37,6 +37,8 @@ if [ "$(running_release)" != "$SLURM" ]; then
   log "switching from Slurm $(running_release) to $SLURM"
   bash "$here/down.sh"
 fi
+# from here on whatever starts is this release's: down.sh reads this to stop it, even after a failed up
+echo "$SLURM" > "$STATE_DIR/release"
 
 # ---- 1. packages (Debian's own Slurm 22.05 and munge; MariaDB + slurmdbd for sacct), or the root
 # filesystem of another release, which has them all
@@ -189,8 +191,12 @@ wait_for 20 munged "${in_root[@]}" sh -c 'munge -n | unmunge'
 if [ "$ACCOUNTING" = dbd ]; then
   if ! "${in_root[@]}" mariadb -e 'select 1' >/dev/null 2>&1; then
     log "starting mariadbd"
-    mkdir -p "$RUN/mysqld"; "${in_root[@]}" chown mysql:mysql /run/mysqld
-    [ -d "$ROOT/var/lib/mysql/mysql" ] || "${in_root[@]}" mariadb-install-db --user=mysql --datadir=/var/lib/mysql >/dev/null
+    # Debian 12 and 13 keep the socket in /run/mysqld, sid's MariaDB 11.8 in /run/mariadbd (and its
+    # data in /var/lib/mariadb): make both, and ask the server where its data goes
+    mkdir -p "$RUN/mysqld" "$RUN/mariadbd"; "${in_root[@]}" chown mysql:mysql /run/mysqld /run/mariadbd
+    datadir=$("${in_root[@]}" mariadbd --verbose --help 2>/dev/null | awk '$1 == "datadir" {print $2}' || true)
+    datadir=${datadir:-/var/lib/mysql/}
+    [ -d "$ROOT$datadir/mysql" ] || "${in_root[@]}" mariadb-install-db --user=mysql --datadir="$datadir" >/dev/null
     # socket only: nothing listens on the network.  MariaDB 11.8 (sid) needs snapshot isolation off
     # or slurmdbd dies on a write conflict; 10.11 ignores the loose- option
     setsid "${in_root[@]}" /usr/sbin/mariadbd --user=mysql --skip-networking --innodb-buffer-pool-size=64M \
@@ -230,5 +236,4 @@ while :; do
   [ "$(date +%s)" -lt "$end" ] || { sinfo -N -l; die "nodes not ready: $bad"; }
   sleep 0.3
 done
-echo "$SLURM" > "$STATE_DIR/release"
 log "cluster ready: Slurm $SLURM, $NODES nodes x $GPUS GPUs, accounting=$ACCOUNTING, in $(awk "BEGIN{printf \"%.1f\", $(date +%s.%N) - $t_start}") s"
