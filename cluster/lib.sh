@@ -67,6 +67,13 @@ running_release() { [ -s "$STATE_DIR/release" ] && cat "$STATE_DIR/release" || e
 # mount namespace holding the host paths a job needs, chrooted; see write_release_tools)
 use_release() {
   SLURM=$1
+  # no other release's wrappers on PATH: a newer client must never talk to this release's daemons
+  local dir kept=""
+  local IFS=:
+  for dir in $PATH; do
+    case "$dir" in "$STATE_DIR"/releases/*/bin) ;; *) kept="${kept:+$kept:}$dir";; esac
+  done
+  export PATH="$kept"
   if [ "$SLURM" = 22.05 ]; then
     ROOT=""; RELEASE_BIN=""; in_root=()
   else
