@@ -15,13 +15,13 @@ its presence means "this step may have a job that nobody is watching".
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Iterable, Sequence
 
 from . import private
+from .atomic import atomic_output
 from .slurm import StepJob
 from .status import STATE_TABLE, Outcome, base_state
 
@@ -47,14 +47,13 @@ def read_record(path: Path) -> Submission | None:
 
 def write_record(path: Path, record: Submission) -> None:
     """Replace the record atomically (a reader sees the old one or the new one), mode 0600."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
+    # no fsync, as before: one per submission would slow a large workflow's submissions on a network
+    # filesystem, and a record lost to a crash of the submit host only costs a cancel-and-resubmit
+    with atomic_output(path, fsync=False) as tmp:
+        # recreated by write_private: never through a link, and mode exactly 0600 whatever the umask
         tmp.unlink()
-    except FileNotFoundError:
-        pass
-    private.write_private(tmp, json.dumps({"provenance": record.provenance, "ts": record.ts,
-                                           "job_id": record.job_id}) + "\n")
-    os.replace(tmp, path)
+        private.write_private(tmp, json.dumps({"provenance": record.provenance, "ts": record.ts,
+                                               "job_id": record.job_id}) + "\n")
 
 
 def clear_record(path: Path) -> None:

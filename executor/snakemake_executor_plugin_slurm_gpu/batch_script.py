@@ -8,9 +8,8 @@ import shlex
 from dataclasses import dataclass
 from typing import Sequence
 
-from . import heartbeat
+from .contract import Env, EventKind
 from .paths import StepPaths
-from .runtime.signals import CHECKPOINT_ON_TERM_ENV
 from .slurm import STEP_COMMENT
 from .spec import StepSpec
 
@@ -21,7 +20,7 @@ _NEEDS_QUOTES = re.compile(r"[\s#']")
 _UNRENDERABLE = re.compile(r'[\x00-\x08\x0a-\x1f\x7f\x85\u2028\u2029"\\]')
 
 
-def _job_event(event: str, fields: list[tuple[str, str, str]]) -> str:
+def _job_event(event: EventKind, fields: list[tuple[str, str, str]]) -> str:
     """A shell line that appends one events.py record from the batch shell itself: (key, printf
     format, shell value) per field after the common ones. Every value is digits, a safe step name or
     a Slurm node list, so printf makes valid JSON."""
@@ -33,12 +32,12 @@ def _job_event(event: str, fields: list[tuple[str, str, str]]) -> str:
 
 
 # the "started" record, at every start of the job (also after each requeue)
-_STARTED_EVENT = _job_event("started", [("nodes", '"%s"', '"$SLURM_JOB_NODELIST"'),
+_STARTED_EVENT = _job_event(EventKind.STARTED, [("nodes", '"%s"', '"$SLURM_JOB_NODELIST"'),
                                         ("restart", "%d", '"${SLURM_RESTART_COUNT:-0}"')])
 # after the inner Snakemake: the executor reads this within a second and asks Slurm for the verdict
 # at once instead of at its next poll (Slurm's word stays the verdict)
-_ENDED_EVENT = _job_event("ended", [("exit_code", "%d", '"$rc"')])
-_ALREADY_FINISHED_EVENT = _job_event("already_finished", [("restart", "%d", '"${SLURM_RESTART_COUNT:-0}"')])
+_ENDED_EVENT = _job_event(EventKind.ENDED, [("exit_code", "%d", '"$rc"')])
+_ALREADY_FINISHED_EVENT = _job_event(EventKind.ALREADY_FINISHED, [("restart", "%d", '"${SLURM_RESTART_COUNT:-0}"')])
 
 
 @dataclass(frozen=True)
@@ -149,17 +148,17 @@ def render_environment(spec: StepSpec, paths: StepPaths, options: JobOptions) ->
     q = shlex.quote
     lines = [
         "export PYTHONFAULTHANDLER=1",
-        f"export SLURM_GPU_STEP={q(paths.key)}",
-        f"export SLURM_GPU_NODES={spec.nodes}",
-        f"export SLURM_GPU_GPUS_PER_NODE={spec.gpus_per_node}",
-        f"export SLURM_GPU_TASKS_PER_NODE={spec.tasks_per_node}",
-        f"export SLURM_GPU_CHECKPOINT_DIR={q(str(paths.checkpoint_dir))}",
-        *([f"export SLURM_GPU_REQUEUE_SIGNAL={spec.signal}"] if spec.signal else []),
-        *([f"export {CHECKPOINT_ON_TERM_ENV}=1"] if spec.resumable and options.checkpoint_on_sigterm else []),
-        *(["export SLURM_GPU_LAUNCHER=torchrun"] if spec.launcher == "torchrun" else []),
-        f"export SLURM_GPU_EVENT_LOG={q(str(paths.event_log))}",
+        f"export {Env.STEP}={q(paths.key)}",
+        f"export {Env.NODES}={spec.nodes}",
+        f"export {Env.GPUS_PER_NODE}={spec.gpus_per_node}",
+        f"export {Env.TASKS_PER_NODE}={spec.tasks_per_node}",
+        f"export {Env.CHECKPOINT_DIR}={q(str(paths.checkpoint_dir))}",
+        *([f"export {Env.REQUEUE_SIGNAL}={spec.signal}"] if spec.signal else []),
+        *([f"export {Env.CHECKPOINT_ON_TERM}=1"] if spec.resumable and options.checkpoint_on_sigterm else []),
+        # (no variable for the launcher: a process knows torchrun started it from torchrun's own variables)
+        f"export {Env.EVENT_LOG}={q(str(paths.event_log))}",
         # private whatever the job's umask; the subshell keeps the rule's own files under its umask
-        '(umask 077 && mkdir -p "$SLURM_GPU_CHECKPOINT_DIR")',
+        f'(umask 077 && mkdir -p "${Env.CHECKPOINT_DIR}")',
     ]
     if spec.cpus_per_task:
         # srun of Slurm 22.05 to 23.02 does not inherit the job's --cpus-per-task: every rank would
@@ -170,20 +169,20 @@ def render_environment(spec: StepSpec, paths: StepPaths, options: JobOptions) ->
             "# one rank that dies ends the step at once: the others would wait in their next collective",
             "# until the process group's timeout (30 minutes in Lightning)",
             "export SLURM_KILL_BAD_EXIT=1",
-            f"export {heartbeat.DIR_ENV}={q(str(paths.heartbeat_dir))}",
-            f'(umask 077 && mkdir -p "${heartbeat.DIR_ENV}")',
+            f"export {Env.HEARTBEAT_DIR}={q(str(paths.heartbeat_dir))}",
+            f'(umask 077 && mkdir -p "${Env.HEARTBEAT_DIR}")',
         ]
     if options.debug and (spec.distributed or spec.uses_gpus):
         lines += [
             "# --slurm-gpu-debug: NCCL's and torch.distributed's own diagnostics, and every rank prints its",
             "# view of the world at start (slurm-gpu's runtime: the Lightning observer, Session)",
-            "export NCCL_DEBUG=INFO TORCH_DISTRIBUTED_DEBUG=DETAIL TORCH_CPP_LOG_LEVEL=INFO SLURM_GPU_DEBUG=1",
+            f"export NCCL_DEBUG=INFO TORCH_DISTRIBUTED_DEBUG=DETAIL TORCH_CPP_LOG_LEVEL=INFO {Env.DEBUG}=1",
         ]
     if (spec.distributed or spec.uses_gpus) and options.allocation:
         lines += [
             "# allocation mode: Slurm picks this step's nodes when srun starts; the runtime takes rank 0's",
             "# host from the step's node list and a port from its step id",
-            "export SLURM_GPU_ALLOCATION=1",
+            f"export {Env.ALLOCATION}=1",
         ]
     elif spec.distributed or spec.uses_gpus:
         lines += [

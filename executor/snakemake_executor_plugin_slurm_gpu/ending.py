@@ -99,3 +99,21 @@ def describe(ends: list[RankEnd], oom_steps: list[str]) -> str | None:
         parts.append(f"Slurm's accounting: job step {', '.join(oom_steps)} ran out of memory (OUT_OF_MEMORY): "
                      "raise mem_mb or mem_mb_per_cpu")
     return "; ".join(parts) or None
+
+
+def explain(log_text: str, signal_name: str | None, resumable: bool,
+            usage: Iterable[UsageRecord]) -> tuple[str | None, str]:
+    """(what ended a failed job's ranks, for its message; the cluster's signal they died of, or "")
+    from the job's log, the requeue signal the step asked Slurm for and its steps' accounting."""
+    ends = rank_ends(last_run(log_text))
+    requeue_signal = None
+    if signal_name:
+        from .contract import Env
+        from .runtime.signals import requeue_signal as named  # torch-free
+
+        try:
+            requeue_signal = named({Env.REQUEUE_SIGNAL: signal_name})
+        except (KeyError, ValueError):
+            pass
+    killed = stopped_by_cluster(ends, requeue_signal) if resumable else ""
+    return describe(ends, out_of_memory(usage)), killed

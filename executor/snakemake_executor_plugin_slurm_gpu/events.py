@@ -8,7 +8,7 @@ Created 0600 in a 0700 directory; nothing secret goes in.
 
 Every record has:
     ts      float, seconds since the epoch (time.time() of the writer; nodes share a clock)
-    event   one of EVENTS
+    event   one of EVENTS (contract.EventKind: writing any other kind raises ValueError)
     step    "rule/wildcards" (StepPaths.key)
     source  "executor" | "job" | "rank"
     job_id  Slurm job id (string), when one exists
@@ -26,15 +26,18 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
 
-ENV_VAR = "SLURM_GPU_EVENT_LOG"
+from .contract import Env, event_kind
 
-# event -> the fields it carries besides the common ones
+ENV_VAR = Env.EVENT_LOG
+
+# event -> the fields it carries besides the common ones (the kinds themselves: contract.EventKind)
 EVENTS: dict[str, tuple[str, ...]] = {
     # executor
     "submitted": ("script", "attempt", "nodes_requested", "tasks_per_node", "gpus_per_node"),  # attempt: 1, 2, ...
     "pending": ("reason",),                      # Slurm's pending reason changed (Priority, Resources, ...)
     "requeued": ("state",),                      # seen back in the queue after running, same job id
     "resubmitted": ("new_job_id", "cause", "why"),  # cause: timeout | preemption
+    "reattached": (),                            # a new Snakemake found the step's job still in Slurm
     "completed": ("state", "exit_code"),
     "failed": ("state", "reason", "exit_code", "message"),
     "watchdog": ("missing_ranks", "missing_nodes", "joined", "expected", "why"),  # the executor cancelled a hang
@@ -50,17 +53,19 @@ EVENTS: dict[str, tuple[str, ...]] = {
     "rank_started": ("rank", "local_rank", "node", "restart", "world_size"),  # every rank, before the rendezvous
     "rank_ready": ("rank", "node", "restart", "world_size"),  # every rank, after the process group formed
     "resumed": ("from_step", "path", "restart"),  # rank 0
-    "checkpoint": ("global_step", "path", "why"),  # rank 0; why: periodic | timed | signal | sigterm
+    "checkpoint": ("global_step", "path", "why"),  # rank 0; why: contract.CheckpointReason
     "signal": ("signal", "global_step", "restart"),  # rank 0, acted on at a step boundary
     "requeue_requested": ("global_step", "requeued"),  # rank 0 asked Slurm to requeue (requeued: scontrol said ok)
-    "interrupted": ("global_step", "why"),          # rank 0 stopped training on purpose (signal, SIGTERM)
+    "interrupted": ("global_step", "why"),          # rank 0 stopped training on purpose (contract.StopReason)
     "training_done": ("global_step",),              # rank 0 reached the end of training
 }
 
 
 def record(event: str, step: str, source: str, job_id: str | None = None, **fields: Any) -> dict[str, Any]:
-    """One event as a dict, with the common fields first."""
-    out: dict[str, Any] = {"ts": round(time.time(), 3), "event": event, "step": step, "source": source}
+    """One event as a dict, with the common fields first. ValueError for an event kind or reason
+    outside the contract (contract.event_kind)."""
+    out: dict[str, Any] = {"ts": round(time.time(), 3), "event": str(event_kind(event, fields)), "step": step,
+                           "source": source}
     if job_id is not None:
         out["job_id"] = str(job_id)
     out.update(fields)
@@ -136,12 +141,14 @@ def read_steps(state_dir: str | Path, on_error: Callable[[Path, OSError], None] 
 
 def emit(event: str, **fields: Any) -> None:
     """From inside a job: append an event to $SLURM_GPU_EVENT_LOG (no-op outside slurm-gpu). Never
-    raises: an event log must not be what kills a training run."""
+    raises for the log itself: an event log must not be what kills a training run. An event kind or
+    reason outside the contract is a bug of the writer: ValueError, inside a job or not."""
+    event_kind(event, fields)
     path = os.environ.get(ENV_VAR)
     if not path:
         return
     try:
-        append(path, record(event, os.environ.get("SLURM_GPU_STEP", ""), fields.pop("source", "rank"),
+        append(path, record(event, os.environ.get(Env.STEP, ""), fields.pop("source", "rank"),
                             os.environ.get("SLURM_JOB_ID"), **fields))
     except OSError:
         pass

@@ -28,6 +28,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from .atomic import atomic_write_text
+
 DIR_ENV = "SLURM_GPU_HEARTBEAT_DIR"
 # seconds between beats; set in Snakemake's environment, it reaches the ranks (--export=ALL) and the
 # executor alike, which judges silence by the same interval
@@ -41,12 +43,10 @@ def path(directory: Path, rank: int) -> Path:
 
 def write(directory: Path, beat: dict[str, Any]) -> None:
     """Replace this rank's file at once: a reader never sees half a heartbeat."""
-    final = path(directory, int(beat["rank"]))
-    temporary = final.with_name(f".{final.name}.{os.getpid()}")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(json.dumps(beat))
-    os.replace(temporary, final)
+    # no fsync: every rank rewrites its file every few seconds, and an fsync each time (two with the
+    # directory's) would load a shared filesystem for nothing: after a crash of the node the
+    # heartbeat is stale anyway, and the next write replaces it
+    atomic_write_text(path(directory, int(beat["rank"])), json.dumps(beat), fsync=False)
 
 
 def read_all(directory: Path) -> list[dict[str, Any]]:

@@ -1,7 +1,7 @@
 """What slurm-gpu removes of its own files, so that a workflow of 50,000 steps does not leave three
 files per step behind for ever: a successful step's Slurm log and batch scripts (its event log stays,
 for `slurm-gpu status`), and every log, script and event log older than delete-logs-older-than days.
-Checkpoints are not touched here (checkpoints.py owns them). Only files under the executor's own
+Checkpoints are not touched here (checkpoints/ owns them). Only files under the executor's own
 directories are removed, never through a symbolic link."""
 
 from __future__ import annotations

@@ -15,10 +15,10 @@ import os
 import stat
 from pathlib import Path
 
+from .contract import CHECKPOINT_SUFFIX, TEMP_PREFIX
+
 PRIVATE_DIR_MODE = 0o700
 PRIVATE_FILE_MODE = 0o600
-_CHECKPOINT_SUFFIX = ".ckpt"
-_TEMP_PREFIX = ".tmp-"  # half-written files: never loaded, so never checked
 
 
 class UntrustedPath(RuntimeError):
@@ -184,5 +184,6 @@ def check_checkpoint_dir(directory: str | Path, *, base: str | Path | None = Non
     for path in chain:
         _check_directory(path, uid)
     for entry in os.scandir(directory):
-        if entry.name.endswith(_CHECKPOINT_SUFFIX) and not entry.name.startswith(_TEMP_PREFIX):
+        # half-written files ('.tmp-'): never loaded, so never checked
+        if entry.name.endswith(CHECKPOINT_SUFFIX) and not entry.name.startswith(TEMP_PREFIX):
             check_checkpoint_file(entry.path, directory, uid=uid)

@@ -12,6 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
+from .rank_ranges import span  # noqa: F401 - also watchdog.span, as before
+
 
 @dataclass(frozen=True)
 class Hang:
@@ -26,17 +28,6 @@ class Hang:
                 f"({_ranges(self.missing_ranks)}) had not joined the process group after {timeout_s:.0f} s"
                 + (f" (nodes: {', '.join(self.missing_nodes)})" if self.missing_nodes else "")
                 + f"; slurm-gpu cancelled the job. Likely cause: {self.why}")
-
-
-def span(numbers: Iterable[int]) -> str:
-    """[7, 0, 1, 2, 5] -> '0-2, 5, 7': a 256-rank world's problems stay one readable line."""
-    groups: list[list[int]] = []
-    for n in sorted(set(numbers)):
-        if groups and n == groups[-1][1] + 1:
-            groups[-1][1] = n
-        else:
-            groups.append([n, n])
-    return ", ".join(f"{a}" if a == b else f"{a}-{b}" for a, b in groups)
 
 
 def _ranges(ranks: list[int]) -> str:

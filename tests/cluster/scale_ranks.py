@@ -16,8 +16,11 @@ from snakemake_executor_plugin_slurm_gpu.runtime import checkpoint_dir, signals
 
 signals.install()  # before anything slow: a signal that comes first must not kill the rank
 
-from snakemake_executor_plugin_slurm_gpu import checkpoints, events  # noqa: E402
-from snakemake_executor_plugin_slurm_gpu.runtime import rendezvous, requeue  # noqa: E402
+from snakemake_executor_plugin_slurm_gpu import checkpoints  # noqa: E402
+from snakemake_executor_plugin_slurm_gpu.contract import StopReason  # noqa: E402
+from snakemake_executor_plugin_slurm_gpu.runtime import rendezvous  # noqa: E402
+from snakemake_executor_plugin_slurm_gpu.runtime.boundary import Boundary  # noqa: E402
+from snakemake_executor_plugin_slurm_gpu.runtime.requeue import Interrupted  # noqa: E402
 
 out = Path(sys.argv[1])
 wait_s = float(sys.argv[2]) if len(sys.argv) > 2 else 300.0
@@ -32,20 +35,17 @@ print(f"rank {world.rank}/{world.world_size} on {world.me.node} (local {world.me
 if restart == 0:
     end = time.monotonic() + wait_s
     polls = 0
+    boundary = Boundary(directory, rank0=world.rank == 0, restart=restart)
     while time.monotonic() < end:
         polls += 1
         if world.any(signals.received().requeue):
-            if world.rank == 0:
-                events.emit("signal", signal=",".join(signals.received().names) or "requeue", global_step=polls,
-                            restart=restart)
-                events.emit("interrupted", global_step=polls, why="requeue signal")
-                requeue.request(directory, polls)
-            # no rank exits before rank 0's request is done: the batch script turns on srun's
-            # kill-on-bad-exit, so the first rank out would end rank 0 mid-request (the job then
-            # ends FAILED and the executor resubmits it instead of Slurm requeueing it in place)
-            world.any(False)
-            world.close()
-            sys.exit(143)
+            try:
+                # nothing to save; the wait keeps every rank until rank 0's request is done (otherwise
+                # the job ends FAILED and the executor resubmits it instead of Slurm requeueing it in place)
+                boundary.stop(polls, StopReason.REQUEUE_SIGNAL, wait=lambda _: world.any(False))
+            except Interrupted:
+                world.close()
+                raise  # exit 143
         time.sleep(0.2)
     world.close()
     sys.exit(f"rank {world.rank}: no requeue signal within {wait_s:.0f} s")

@@ -21,7 +21,6 @@ export SLURM_GPU_GPUS_PER_NODE=4
 export SLURM_GPU_TASKS_PER_NODE=1
 export SLURM_GPU_CHECKPOINT_DIR=/work/wf/.snakemake/slurm-gpu/checkpoints/train/model=elastic
 export SLURM_GPU_REQUEUE_SIGNAL=USR1
-export SLURM_GPU_LAUNCHER=torchrun
 export SLURM_GPU_EVENT_LOG=/work/wf/.snakemake/slurm-gpu/events/train/model=elastic.jsonl
 (umask 077 && mkdir -p "$SLURM_GPU_CHECKPOINT_DIR")
 export SRUN_CPUS_PER_TASK=16

@@ -543,7 +543,7 @@ def test_find_resumable_returns_the_newest_checkpoint_whether_file_or_directory(
 
 def test_beyond_the_hash_limit_big_shards_are_recorded_by_size(tmp_path: Path,
                                                               monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(checkpoints, "SMALL_FILE_BYTES", 1000)
+    monkeypatch.setattr(checkpoints.manifest, "SMALL_FILE_BYTES", 1000)  # read where write_manifest lives
     ckpt = make_sharded(tmp_path / "step-1.ckpt")
     manifest = json.loads(write_manifest(ckpt, 1, hash_limit_bytes=4000).read_text())
     unhashed = {name for name, entry in manifest["files"].items() if entry["sha256"] is None}

@@ -36,7 +36,7 @@ def test_append_refuses_a_planted_symlink(tmp_path: Path) -> None:
     victim.write_text("precious\n")
     (tmp_path / "log.jsonl").symlink_to(victim)
     with pytest.raises(OSError):
-        events.append(tmp_path / "log.jsonl", events.record("x", "s", "executor"))
+        events.append(tmp_path / "log.jsonl", events.record("submitted", "s", "executor"))
     assert victim.read_text() == "precious\n"
 
 
@@ -136,14 +136,6 @@ def test_a_new_start_begins_a_new_run(tmp_path: Path) -> None:
     assert started == 200.0 and [e["event"] for e in run] == ["started"]
 
 
-def test_pending_reason_is_news_only_when_it_changes() -> None:
-    tracker = StepTracker()
-    assert tracker.pending_reason("5", "PENDING", "Priority") == "Priority"
-    assert tracker.pending_reason("5", "PENDING", "Priority") is None
-    assert tracker.pending_reason("5", "PENDING", "Resources") == "Resources"
-    assert tracker.pending_reason("5", "RUNNING", "") is None
-
-
 # ---------------------------------------------------------------- watchdog.py
 
 def ranks(kind: str, numbers: range | list[int], **fields: object) -> list[dict[str, object]]:
@@ -185,11 +177,3 @@ def test_all_started_none_joined_points_at_the_scripts_own_world() -> None:
     assert "devices must be 2 per node" in hang.why
 
 
-def test_requeued_is_news_once_when_a_running_job_is_back_in_the_queue() -> None:
-    tracker = StepTracker()
-    assert not tracker.requeued("5", "PENDING")   # first sight: queued, not requeued
-    assert not tracker.requeued("5", "RUNNING")
-    assert tracker.requeued("5", "REQUEUED")
-    assert not tracker.requeued("5", "PENDING")   # the same requeue, seen again
-    assert not tracker.requeued("5", "RUNNING")
-    assert tracker.requeued("5", "PENDING")       # a poll that missed REQUEUED still sees it

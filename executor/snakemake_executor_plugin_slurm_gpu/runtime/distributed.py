@@ -27,10 +27,8 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import socket
 import sys
-import time
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, Callable
@@ -38,8 +36,10 @@ from typing import Any, Callable
 import torch
 import torch.distributed as dist
 
-from .. import checkpoints, events
-from . import collective, rendezvous, requeue, signals
+from .. import checkpoints, contract, events
+from ..contract import CheckpointReason, EventKind, StopReason
+from . import collective, rendezvous, signals
+from .boundary import Boundary
 from .progress import Progress
 from .environment import Geometry, checkpoint_dir, geometry, local_device_index, world_view
 from .requeue import Interrupted
@@ -64,7 +64,8 @@ class Session:
         self.keep = max(keep, 1)
         self.requeue = requeue
         self.restart = int(os.environ.get("SLURM_RESTART_COUNT") or 0)
-        self.interrupted: str | None = None
+        self._boundary = Boundary(self.directory, rank0=self.world.rank == 0, restart=self.restart,
+                                  every_n_steps=every_n_steps, every_s=self.every_s, requeue=requeue)
         cuda = torch.cuda.is_available()
         # cuda:LOCAL_RANK where each rank sees all of its node's GPUs; cuda:0 where the site binds one to each task
         self.device = torch.device(f"cuda:{local_device_index()}" if cuda else "cpu")
@@ -72,17 +73,17 @@ class Session:
             torch.cuda.set_device(self.device)
         if self.world.world_size > 1:
             self._init_process_group(backend or ("nccl" if cuda else "gloo"), timeout_s)
-        events.emit("rank_ready", rank=self.rank, node=os.environ.get("SLURMD_NODENAME") or socket.gethostname(),
-                    restart=self.restart, world_size=self.world_size)
+        events.emit(EventKind.RANK_READY, rank=self.rank,
+                    node=os.environ.get("SLURMD_NODENAME") or socket.gethostname(), restart=self.restart,
+                    world_size=self.world_size)
         view = world_view(self.rank, self.world.local_rank, self.world_size)
         if view:
             print(view, file=sys.stderr, flush=True)
         self.progress = Progress(self.rank)  # the stall watchdog's heartbeat (a distributed step's only)
         self.progress.start()
-        self._last_save = time.monotonic()
-        self._last_saved_step: int | None = None
+        self._boundary.start_clock()
         if self.rank == 0:
-            (self.directory / checkpoints.INTERRUPTED_MARKER).unlink(missing_ok=True)
+            contract.clear_interrupted_marker(self.directory)
 
     def _init_process_group(self, backend: str, timeout_s: float) -> None:
         # under srun the batch script exported MASTER_ADDR/MASTER_PORT and each task knows its
@@ -95,6 +96,15 @@ class Session:
                                "slurm-gpu step (its batch script exports them)")
         dist.init_process_group(backend, init_method="env://", rank=self.world.rank,
                                 world_size=self.world.world_size, timeout=timedelta(seconds=timeout_s))
+
+    @property
+    def interrupted(self) -> str | None:
+        """Why training stopped on purpose (contract.StopReason); None while it has not."""
+        return self._boundary.interrupted
+
+    @interrupted.setter
+    def interrupted(self, why: str | None) -> None:
+        self._boundary.interrupted = why
 
     @property
     def rank(self) -> int:
@@ -146,8 +156,7 @@ class Session:
         else:
             state = torch.load(found, map_location=map_location or self.device, weights_only=weights_only)
         if self.rank == 0:
-            match = re.fullmatch(r"step-(\d+)\.ckpt", found.name)
-            events.emit("resumed", from_step=int(match.group(1)) if match else None, path=str(found),
+            events.emit(EventKind.RESUMED, from_step=contract.checkpoint_step(found.name), path=str(found),
                         restart=self.restart)
         return state
 
@@ -156,40 +165,19 @@ class Session:
         """Call after every optimizer step, on every rank. `state` makes what is saved (called on
         rank 0 only, and only when a checkpoint is due). Raises Interrupted after a signal."""
         self.progress.advance(step)
-        received = signals.received()
-        periodic = bool(self.every_n_steps) and step % self.every_n_steps == 0
-        timed = self.every_s is not None and self.rank == 0 and time.monotonic() - self._last_save >= self.every_s
-        want_requeue, timed, terminate = collective.agree(timed, self.device, self.distributed)
-        if terminate and not want_requeue:
-            # SIGTERM: being killed now; the newest periodic checkpoint is what resumes, unless the
-            # step was told to save now (checkpoint-on-sigterm, within the site's GraceTime)
-            self.interrupted = "SIGTERM"
-            if signals.checkpoint_on_term() and step != self._last_saved_step:
-                self.save(step, state, why="sigterm")
-            if self.rank == 0:
-                events.emit("interrupted", global_step=step, why="SIGTERM")
-                requeue.note_stop(self.directory, step)
-            if self.distributed:
-                dist.barrier()  # kill-on-bad-exit: rank 0 writes its marker first
-            raise Interrupted("received SIGTERM")
-        if want_requeue and self.rank == 0:
-            events.emit("signal", signal=",".join(received.names) or "requeue", global_step=step,
-                        restart=self.restart)
-        if (periodic or timed or want_requeue) and step != self._last_saved_step:
-            self.save(step, state, why="signal" if want_requeue else "periodic" if periodic else "timed")
-        if want_requeue:
-            self.interrupted = "requeue signal"
-            if self.rank == 0:
-                events.emit("interrupted", global_step=step, why="requeue signal")
-                requeue.request(self.directory, step, requeue=self.requeue)
-            if self.distributed:
-                # no rank exits before rank 0's request is done: srun's kill-on-bad-exit (the batch
-                # script sets it) would end rank 0 the moment another rank exits 143
-                dist.barrier()
-            self.progress.done()
-            raise Interrupted(f"checkpointed at step {step} on the requeue signal")
+        try:
+            self._boundary.reached(step, agree=lambda timed: collective.agree(timed, self.device, self.distributed),
+                                   save=lambda at, why: self.save(at, state, why=why), wait=self._barrier)
+        except Interrupted:
+            if self.interrupted == StopReason.REQUEUE_SIGNAL:
+                self.progress.done()  # the requeue's stop is a clean end of this run's beats
+            raise
 
-    def save(self, step: int, state: Callable[[], Any], why: str = "periodic", *,
+    def _barrier(self, name: str) -> None:
+        if self.distributed:
+            dist.barrier()
+
+    def save(self, step: int, state: Callable[[], Any], why: str = CheckpointReason.PERIODIC, *,
              sharded: bool | None = None) -> None:
         """Collective: rank 0 writes step-N.ckpt atomically with its manifest, everyone waits.
 
@@ -199,7 +187,7 @@ class Session:
         When rank 0 fails to finish a checkpoint, every rank raises (rank 0 its own error)."""
         if sharded is None:
             sharded = bool(getattr(state, "slurm_gpu_sharded", False))
-        final = self.directory / f"step-{step:09d}.ckpt"
+        final = self.directory / contract.checkpoint_name(step)
         failure: Exception | None = None
         if sharded:
             import torch.distributed.checkpoint as dcp
@@ -226,14 +214,13 @@ class Session:
                 for old in sorted(self.directory.glob("step-*.ckpt"))[:-self.keep]:
                     checkpoints.remove_checkpoint(old)  # a file or a sharded checkpoint's directory
                 checkpoints.remove_leftovers(self.directory)  # of killed saves; no rank writes one now
-                events.emit("checkpoint", global_step=step, path=str(final), why=why)
+                events.emit(EventKind.CHECKPOINT, global_step=step, path=str(final), why=why)
             except Exception as error:  # noqa: BLE001 - reaches every rank through _from_rank0
                 failure = error
         # rank 0's outcome where a bare barrier was: when it failed, every rank raises now instead of
         # waiting for it in the next collective until that one's timeout
         self._from_rank0(None, failure, f"write checkpoint {final}")
-        self._last_save = time.monotonic()
-        self._last_saved_step = step
+        self._boundary.saved(step)
 
     @staticmethod
     def sharded(state: Callable[[], Any]) -> Callable[[], Any]:
@@ -266,7 +253,7 @@ class Session:
         never gets here: step_done raised)."""
         self.progress.done()
         if self.rank == 0:
-            events.emit("training_done", global_step=step)
+            events.emit(EventKind.TRAINING_DONE, global_step=step)
         if self.distributed:
             dist.barrier()
             dist.destroy_process_group()

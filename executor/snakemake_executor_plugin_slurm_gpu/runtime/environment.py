@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Mapping, MutableMapping
 
+from ..contract import Env
+
 
 class GeometryError(RuntimeError):
     """The processes that were started do not form the world the step was submitted for."""
@@ -43,8 +45,8 @@ def geometry(environ: Mapping[str, str] | None = None) -> Geometry:
     """This process's place in the step's world. Raises GeometryError on a mismatch that would make
     the ranks wait for each other forever."""
     env = os.environ if environ is None else environ
-    declared_nodes = _int(env, "SLURM_GPU_NODES")
-    declared_tasks = _int(env, "SLURM_GPU_TASKS_PER_NODE")
+    declared_nodes = _int(env, Env.NODES)
+    declared_tasks = _int(env, Env.TASKS_PER_NODE)
     under_slurm = "SLURM_JOB_ID" in env and "SLURM_NTASKS" in env
     if not under_slurm:
         nodes, tasks = declared_nodes or 1, declared_tasks or 1
@@ -53,7 +55,7 @@ def geometry(environ: Mapping[str, str] | None = None) -> Geometry:
     nodes = _int(env, "SLURM_NNODES", "SLURM_JOB_NUM_NODES") or 1
     tasks = _int(env, "SLURM_NTASKS_PER_NODE", "SLURM_TASKS_PER_NODE") or 1
     world = _int(env, "SLURM_NTASKS") or nodes * tasks
-    step = env.get("SLURM_GPU_STEP", "this step")
+    step = env.get(Env.STEP, "this step")
     if declared_nodes is not None and declared_tasks is not None:
         if (nodes, tasks) != (declared_nodes, declared_tasks):
             raise GeometryError(
@@ -63,7 +65,7 @@ def geometry(environ: Mapping[str, str] | None = None) -> Geometry:
     if under_torchrun(env):
         # torchrun (one Slurm task per node) started this process as one of the node's ranks
         local = _int(env, "LOCAL_WORLD_SIZE") or 1
-        declared_ranks = _int(env, "SLURM_GPU_GPUS_PER_NODE")
+        declared_ranks = _int(env, Env.GPUS_PER_NODE)
         if declared_ranks and local != declared_ranks:
             raise GeometryError(f"{step} was submitted for {declared_ranks} rank(s) per node, but torchrun started "
                                 f"{local}. HINT: launch with `srun python -m snakemake_executor_plugin_slurm_gpu"
@@ -124,7 +126,7 @@ def gpu_binding(environ: Mapping[str, str] | None = None) -> GpuBinding | None:
     only some of them (typically one); None when it sees them all, on CPU-only steps, and outside
     a slurm-gpu step (no SLURM_GPU_GPUS_PER_NODE, or no CUDA_VISIBLE_DEVICES)."""
     env = os.environ if environ is None else environ
-    gpus_per_node = _int(env, "SLURM_GPU_GPUS_PER_NODE") or 0
+    gpus_per_node = _int(env, Env.GPUS_PER_NODE) or 0
     visible = visible_gpus(env)
     if gpus_per_node < 2 or not visible or len(visible) >= gpus_per_node:
         return None
@@ -145,7 +147,7 @@ def local_device_index(environ: Mapping[str, str] | None = None) -> int:
     binding = gpu_binding(env)
     if binding is None:
         return 0 if visible is not None and len(visible) == 1 else local_rank
-    step = env.get("SLURM_GPU_STEP", "this step")
+    step = env.get(Env.STEP, "this step")
     hint = ("HINT: start the ranks with `srun --gpu-bind=none python ...` (or unset the site's default, e.g. "
             "`unset SLURM_GPU_BIND`), so that every rank sees the GPUs slurm-gpu's batch script asked for per "
             f"node (--gpus-per-node={binding.gpus_per_node})")
@@ -171,7 +173,7 @@ def check_gpus_for_lightning(environ: Mapping[str, str] | None = None) -> None:
     binding = gpu_binding(env)
     if binding is None:
         return
-    step = env.get("SLURM_GPU_STEP", "this step")
+    step = env.get(Env.STEP, "this step")
     requested = list(range(binding.gpus_per_node))
     raise GeometryError(
         f"{step} was submitted for {binding.gpus_per_node} rank(s) per node, each seeing all "
@@ -192,7 +194,7 @@ def settle_master(environ: MutableMapping[str, str] | None = None,
     exported both; nothing changes."""
     env = os.environ if environ is None else environ
     nodes, step = env.get("SLURM_STEP_NODELIST"), env.get("SLURM_STEP_ID")
-    if env.get("SLURM_GPU_ALLOCATION") != "1" or not nodes or step is None or not step.isdigit():
+    if env.get(Env.ALLOCATION) != "1" or not nodes or step is None or not step.isdigit():
         return
     expand = hostnames or _hostnames
     env["MASTER_ADDR"] = expand(nodes)[0]
@@ -235,7 +237,7 @@ def check_lightning_world(trainer_world_size: int, trainer_rank: int, environ: M
         return None
     local = _int(env, "LOCAL_WORLD_SIZE") or 1
     nodes = max(world // local, 1)
-    step = env.get("SLURM_GPU_STEP", "this step")
+    step = env.get(Env.STEP, "this step")
     slurm = ("Lightning's SLURMEnvironment takes the ranks from SLURM_PROCID/SLURM_NTASKS, which count srun's "
              "tasks (one per node under torchrun), not torchrun's processes")
     if trainer_world_size == 1:
@@ -261,12 +263,12 @@ def checkpoint_dir(environ: Mapping[str, str] | None = None, default: str | Path
     """The step's checkpoint directory: the same for every requeue and resubmission of the step.
     Outside slurm-gpu (a local test run) it is `default`."""
     env = os.environ if environ is None else environ
-    path = Path(env.get("SLURM_GPU_CHECKPOINT_DIR") or default)
+    path = Path(env.get(Env.CHECKPOINT_DIR) or default)
     path.mkdir(parents=True, exist_ok=True)
     return path
 
 
-DEBUG_ENV = "SLURM_GPU_DEBUG"  # "1": the batch script of a --slurm-gpu-debug run
+DEBUG_ENV = Env.DEBUG  # "1": the batch script of a --slurm-gpu-debug run
 
 
 def world_view(rank: int, local_rank: int, world_size: int, environ: Mapping[str, str] | None = None) -> str | None:

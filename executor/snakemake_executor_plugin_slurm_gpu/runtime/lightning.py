@@ -24,17 +24,18 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import socket
-import time
 from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
 from lightning.pytorch.plugins.environments import ClusterEnvironment, SLURMEnvironment, TorchElasticEnvironment
 
-from .. import checkpoints, events
-from . import collective, rendezvous, requeue, signals
+from .. import checkpoints, contract, events
+from ..atomic import replace_durably
+from ..contract import CheckpointReason, EventKind
+from . import collective, rendezvous, signals
+from .boundary import Boundary
 from .environment import checkpoint_dir, under_torchrun
 from .requeue import INTERRUPTED_EXIT_CODE, Interrupted, note_stop  # noqa: F401 - part of this module's interface
 
@@ -52,13 +53,21 @@ class Resumable(pl.Callback):
         self.directory = Path(directory) if directory is not None else checkpoint_dir()
         self.keep = max(keep, 1)
         self.requeue = requeue
-        self.interrupted: str | None = None
-        self._last_save = time.monotonic()
-        self._last_saved_step: int | None = None
         # the global rank: torchrun's under launcher="torchrun" (Slurm's SLURM_PROCID counts its tasks, one per node)
         self._rank = int(os.environ.get("RANK" if under_torchrun() else "SLURM_PROCID") or 0)
         self._restart = int(os.environ.get("SLURM_RESTART_COUNT") or 0)
+        self._boundary = Boundary(self.directory, rank0=self._rank == 0, restart=self._restart,
+                                  every_n_steps=every_n_steps, every_s=self.every_s, requeue=requeue)
         rendezvous.announce()  # rank_started, before the process group forms
+
+    @property
+    def interrupted(self) -> str | None:
+        """Why training stopped on purpose (contract.StopReason, or the SystemExit that ended fit); None if not."""
+        return self._boundary.interrupted
+
+    @interrupted.setter
+    def interrupted(self, why: str | None) -> None:
+        self._boundary.interrupted = why
 
     # ------------------------------------------------------------ resume
     def resume_path(self) -> str | None:
@@ -68,8 +77,7 @@ class Resumable(pl.Callback):
         if found is not None:
             log.warning("slurm-gpu: resuming from %s", found)
             if self._rank == 0:
-                match = re.fullmatch(r"step-(\d+)\.ckpt", found.name)
-                events.emit("resumed", from_step=int(match.group(1)) if match else None, path=str(found),
+                events.emit(EventKind.RESUMED, from_step=contract.checkpoint_step(found.name), path=str(found),
                             restart=self._restart)
         return None if found is None else str(found)
 
@@ -91,58 +99,31 @@ class Resumable(pl.Callback):
     # ------------------------------------------------------------ hooks
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         # Lightning calls setup hooks after the process group formed: this rank has joined
-        events.emit("rank_ready", rank=trainer.global_rank, node=os.environ.get("SLURMD_NODENAME")
+        events.emit(EventKind.RANK_READY, rank=trainer.global_rank, node=os.environ.get("SLURMD_NODENAME")
                     or socket.gethostname(), restart=self._restart, world_size=trainer.world_size)
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.is_global_zero and self.interrupted is None:
-            events.emit("training_done", global_step=trainer.global_step)
+            events.emit(EventKind.TRAINING_DONE, global_step=trainer.global_step)
 
     def on_sanity_check_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         signals.reclaim()  # the trainer has just put its signal handlers in (signals.reclaim says why)
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         signals.reclaim()
-        self._last_save = time.monotonic()
+        self._boundary.start_clock()
         if trainer.is_global_zero:
-            (self.directory / checkpoints.INTERRUPTED_MARKER).unlink(missing_ok=True)
+            contract.clear_interrupted_marker(self.directory)
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any,
                            batch: Any, batch_idx: int) -> None:
-        step = trainer.global_step
-        received = signals.received()
-        periodic = bool(self.every_n_steps) and step % self.every_n_steps == 0
-        timed = self.every_s is not None and trainer.is_global_zero and \
-            time.monotonic() - self._last_save >= self.every_s
-        requeue, timed, terminate = collective.agree(timed, trainer.strategy.root_device, trainer.world_size > 1)
-        if terminate and not requeue:
-            # SIGTERM: the job is being killed (preemption without the requeue signal, scancel, the
-            # time limit): the last periodic checkpoint is what resumes, unless the step was told to
-            # save now (checkpoint-on-sigterm: the site's GraceTime must cover a save; an interrupted
-            # save leaves only its temporary file, never a damaged checkpoint)
-            self.interrupted = "SIGTERM"
-            if signals.checkpoint_on_term() and step != self._last_saved_step:
-                self._save(trainer, step, why="sigterm")
-            if trainer.is_global_zero:
-                events.emit("interrupted", global_step=step, why="SIGTERM")
-                note_stop(self.directory, step)
-            trainer.strategy.barrier("slurm-gpu stop")  # kill-on-bad-exit: rank 0 writes its marker first
-            raise Interrupted("received SIGTERM")
-        if requeue and trainer.is_global_zero:
-            events.emit("signal", signal=",".join(received.names) or "requeue", global_step=step,
-                        restart=self._restart)
-        if (periodic or timed or requeue) and step != self._last_saved_step:
-            self._save(trainer, step, why="signal" if requeue else "periodic" if periodic else "timed")
-        if requeue:
-            self.interrupted = "requeue signal"
-            if trainer.is_global_zero:
-                # before the requeue request: once Slurm has it, this process may be killed any moment
-                events.emit("interrupted", global_step=step, why="requeue signal")
-            self._request_requeue(trainer, step)
-            # every rank waits for rank 0's request: srun's kill-on-bad-exit (the batch script sets
-            # it) would otherwise end rank 0 the moment another rank exits 143, mid-request
-            trainer.strategy.barrier("slurm-gpu requeue")
-            raise Interrupted(f"checkpointed at step {step} on the requeue signal")
+        # rank 0 as the trainer counts it: the environment's guess at __init__ is only for the resume event
+        self._boundary.rank0 = trainer.is_global_zero
+        self._boundary.reached(
+            trainer.global_step,
+            agree=lambda timed: collective.agree(timed, trainer.strategy.root_device, trainer.world_size > 1),
+            save=lambda step, why: self._save(trainer, step, why=why),
+            wait=trainer.strategy.barrier)
 
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
         # Lightning's SIGTERMException is a SystemExit without a code: the process would exit 0
@@ -151,8 +132,8 @@ class Resumable(pl.Callback):
             exception.code = INTERRUPTED_EXIT_CODE
 
     # ------------------------------------------------------------ actions
-    def _save(self, trainer: pl.Trainer, step: int, why: str = "periodic") -> None:
-        final = self.directory / f"step-{step:09d}.ckpt"
+    def _save(self, trainer: pl.Trainer, step: int, why: str = CheckpointReason.PERIODIC) -> None:
+        final = self.directory / contract.checkpoint_name(step)
         # collective: every rank takes part. DDP-like strategies have rank 0 write one file; FSDP with
         # state_dict_type="sharded" and DeepSpeed make `tmp` a directory every rank writes into. So the
         # temporary name is rank 0's, the same on every rank, and fresh: no leftover of a killed save
@@ -171,10 +152,11 @@ class Resumable(pl.Callback):
                     checkpoints.publish_directory(tmp, final, step)
                 else:
                     os.chmod(tmp, 0o600)  # a pickle: nobody else may read (or, with a lax umask, write) it
-                    os.replace(tmp, final)
+                    # durable as atomic_output's renames: the data before the name, the name before the manifest
+                    replace_durably(tmp, final)
                     checkpoints.write_manifest(final, step)
                 self._prune()
-                events.emit("checkpoint", global_step=step, path=str(final), why=why)
+                events.emit(EventKind.CHECKPOINT, global_step=step, path=str(final), why=why)
             except Exception as error:  # noqa: BLE001 - passed to every rank below, then raised
                 failure = error
         # rank 0's outcome where a bare barrier was: when rank 0 failed, every rank raises now instead
@@ -184,8 +166,7 @@ class Resumable(pl.Callback):
             raise failure
         if problem is not None:
             raise RuntimeError(f"slurm-gpu: rank 0 could not finish checkpoint {final}: {problem}")
-        self._last_save = time.monotonic()
-        self._last_saved_step = step
+        self._boundary.saved(step)
 
     def _prune(self) -> None:
         ours = sorted(self.directory.glob("step-*.ckpt"))
@@ -193,7 +174,3 @@ class Resumable(pl.Callback):
             checkpoints.remove_checkpoint(old)  # a file or a sharded checkpoint's directory, and its manifest
         # what killed or failed saves left ('.tmp-step-*'): rank 0 prunes while no rank writes one
         checkpoints.remove_leftovers(self.directory)
-
-    def _request_requeue(self, trainer: pl.Trainer, step: int) -> None:
-        if trainer.is_global_zero:
-            requeue.request(self.directory, step, requeue=self.requeue)

@@ -25,11 +25,11 @@ from typing import Any
 import lightning.pytorch as pl
 
 from . import signals
-from .. import heartbeat
+from ..contract import Env
 from .environment import GeometryError, check_lightning_world, world_view
 from .progress import Progress
 
-STEP_ENV = "SLURM_GPU_STEP"
+STEP_ENV = Env.STEP
 
 
 def callbacks() -> list[pl.Callback]:

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from .. import checkpoints, events
-from ..watchdog import span as _span
+from ..rank_ranges import span as _span
 from .environment import geometry, settle_master, under_torchrun
 
 DEFAULT_TIMEOUT_S = 300.0

@@ -3,21 +3,19 @@ plain-Python training commands (the rendezvous stand-ins) do it the same way."""
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import subprocess
-from datetime import datetime, timezone
 from pathlib import Path
 
-from .. import checkpoints, events
+from .. import events
+from ..contract import (DEFAULT_MAX_REQUEUES, INTERRUPTED_EXIT_CODE, Env, EventKind,  # noqa: F401 - exit code
+                        write_interrupted_marker)                                      # also importable here
 from . import signals
 
 log = logging.getLogger(__name__)
 
-# exit status of a rank that stopped for a requeue or a SIGTERM: never 0, so nothing downstream
-# mistakes an interrupted run for a finished one (Lightning <= 2.6.6 exits 0 on SIGTERM)
-INTERRUPTED_EXIT_CODE = 143
+# (INTERRUPTED_EXIT_CODE: Lightning <= 2.6.6 itself exits 0 on SIGTERM, hence a code of our own)
 
 
 class Interrupted(SystemExit):
@@ -38,23 +36,23 @@ def request(directory: str | Path, step: int, requeue: bool = True) -> bool:
     job_id = os.environ.get("SLURM_JOB_ID")
     array_id, task_id = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
     target = f"{array_id}_{task_id}" if array_id and task_id else job_id
-    marker = {"job_id": job_id, "step": step, "signals": signals.received().names,
-              "at": datetime.now(timezone.utc).isoformat(), "requeued": False}
+    requeued = False
     if requeue and target:
         restarts = int(os.environ.get("SLURM_RESTART_COUNT") or 0)
-        limit = int(os.environ.get("SLURM_GPU_MAX_REQUEUES") or 1000)
+        limit = int(os.environ.get(Env.MAX_REQUEUES) or DEFAULT_MAX_REQUEUES)
         if restarts < limit:
             try:
                 done = subprocess.run(["scontrol", "requeue", target], capture_output=True, text=True,
                                       timeout=60, check=False)
-                marker["requeued"] = done.returncode == 0
+                requeued = done.returncode == 0
                 if done.returncode:
                     log.warning("slurm-gpu: scontrol requeue %s failed: %s", target, done.stderr.strip())
             except (OSError, subprocess.SubprocessError) as e:
                 log.warning("slurm-gpu: scontrol requeue %s failed: %s", target, e)
-    checkpoints.atomic_write_bytes(Path(directory) / checkpoints.INTERRUPTED_MARKER, json.dumps(marker).encode())
-    events.emit("requeue_requested", global_step=step, requeued=marker["requeued"])
-    return bool(marker["requeued"])
+    write_interrupted_marker(directory, job_id=job_id, step=step, signals=signals.received().names,
+                             requeued=requeued)
+    events.emit(EventKind.REQUEUE_REQUESTED, global_step=step, requeued=requeued)
+    return requeued
 
 
 def note_stop(directory: str | Path, step: int) -> None:
@@ -62,6 +60,5 @@ def note_stop(directory: str | Path, step: int) -> None:
     ends FAILED while Slurm's preemption grace time runs (the batch script ends with its ranks,
     before Slurm's requeue comes) is resubmitted by the executor instead of failing the step. No
     requeue request: SIGTERM also comes from scancel, and a requeue would undo the cancel."""
-    marker = {"job_id": os.environ.get("SLURM_JOB_ID"), "step": step, "signals": signals.received().names,
-              "at": datetime.now(timezone.utc).isoformat(), "requeued": False}
-    checkpoints.atomic_write_bytes(Path(directory) / checkpoints.INTERRUPTED_MARKER, json.dumps(marker).encode())
+    write_interrupted_marker(directory, job_id=os.environ.get("SLURM_JOB_ID"), step=step,
+                             signals=signals.received().names, requeued=False)

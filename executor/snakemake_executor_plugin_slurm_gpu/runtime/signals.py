@@ -13,10 +13,12 @@ import signal
 import threading
 from dataclasses import dataclass, field
 
-REQUEUE_SIGNAL_ENV = "SLURM_GPU_REQUEUE_SIGNAL"
+from ..contract import Env
+
+REQUEUE_SIGNAL_ENV = Env.REQUEUE_SIGNAL
 # "1": checkpoint on SIGTERM too (setting checkpoint-on-sigterm), for sites that preempt with SIGTERM
 # only and a GraceTime long enough for a save
-CHECKPOINT_ON_TERM_ENV = "SLURM_GPU_CHECKPOINT_ON_TERM"
+CHECKPOINT_ON_TERM_ENV = Env.CHECKPOINT_ON_TERM
 
 
 @dataclass

@@ -13,6 +13,7 @@ import os
 import sys
 from typing import Mapping, Sequence
 
+from ..contract import Env
 from .environment import settle_master
 from .signals import requeue_signal
 
@@ -24,7 +25,7 @@ SHUTDOWN_TIMEOUT_S = 600
 def torchrun_argv(script_args: Sequence[str], environ: Mapping[str, str] | None = None,
                   python: str = sys.executable) -> list[str]:
     env = os.environ if environ is None else environ
-    missing = [name for name in ("SLURM_GPU_NODES", "SLURM_GPU_GPUS_PER_NODE", "SLURM_NODEID", "MASTER_ADDR",
+    missing = [name for name in (Env.NODES, Env.GPUS_PER_NODE, "SLURM_NODEID", "MASTER_ADDR",
                                  "MASTER_PORT") if not env.get(name)]
     if missing:
         raise SystemExit(f"slurm-gpu torchrun: {', '.join(missing)} not set: run this with srun inside a "
@@ -33,7 +34,7 @@ def torchrun_argv(script_args: Sequence[str], environ: Mapping[str, str] | None 
         raise SystemExit("slurm-gpu torchrun: name the training script, e.g. "
                          "srun python -m snakemake_executor_plugin_slurm_gpu.runtime.torchrun train.py")
     signals = list(_HANDLED)
-    if env.get("SLURM_GPU_REQUEUE_SIGNAL"):
+    if env.get(Env.REQUEUE_SIGNAL):
         signals.append(requeue_signal(dict(env)).name)
     return [python, "-m", "torch.distributed.run",
             f"--nnodes={env['SLURM_GPU_NODES']}", f"--nproc-per-node={env['SLURM_GPU_GPUS_PER_NODE']}",

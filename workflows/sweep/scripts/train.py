@@ -27,12 +27,15 @@ from snakemake_executor_plugin_slurm_gpu.runtime import checkpoint_dir, signals
 signals.install()  # first: a requeue signal during start-up must not kill the rank
 
 from snakemake_executor_plugin_slurm_gpu import checkpoints, events  # noqa: E402
-from snakemake_executor_plugin_slurm_gpu.runtime import rendezvous, requeue  # noqa: E402
+from snakemake_executor_plugin_slurm_gpu.contract import (INTERRUPTED_EXIT_CODE, CheckpointReason,  # noqa: E402
+                                                          EventKind, StopReason)
+from snakemake_executor_plugin_slurm_gpu.runtime import rendezvous  # noqa: E402
+from snakemake_executor_plugin_slurm_gpu.runtime.boundary import Boundary  # noqa: E402
+from snakemake_executor_plugin_slurm_gpu.runtime.requeue import Interrupted  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import sweep  # noqa: E402
 
-INTERRUPTED = 143
 STATE = "state-{:06d}.json"
 
 
@@ -41,11 +44,12 @@ def newest_state(directory: Path) -> dict | None:
     return json.loads(states[-1].read_text()) if states else None
 
 
-def save(directory: Path, state: dict, why: str) -> None:
+def save(directory: Path, state: dict, why: CheckpointReason) -> None:
     checkpoints.atomic_write_bytes(directory / STATE.format(state["step"]), json.dumps(state).encode())
     for old in sorted(directory.glob("state-*.json"))[:-2]:
         old.unlink()
-    events.emit("checkpoint", global_step=state["step"], path=str(directory / STATE.format(state["step"])), why=why)
+    events.emit(EventKind.CHECKPOINT, global_step=state["step"], path=str(directory / STATE.format(state["step"])),
+                why=why)
 
 
 def main() -> int:
@@ -75,11 +79,13 @@ def main() -> int:
     step, w, b = int(start[0]), start[1], start[2]
     runs = (state or {}).get("runs", [])
     if rank == 0 and state:
-        events.emit("resumed", from_step=step, path=str(directory / STATE.format(step)), restart=restart)
+        events.emit(EventKind.RESUMED, from_step=step, path=str(directory / STATE.format(step)), restart=restart)
     print(f"{args.trial}: rank {rank}/{world.world_size} on {world.me.node}, restart {restart}, from step {step}",
           flush=True)
     this_run = {"restart": restart, "job_id": os.environ.get("SLURM_JOB_ID"), "from_step": step,
                 "world_size": world.world_size}
+    # on SIGTERM no checkpoint (there is no time: the last periodic one resumes) and no interrupted marker
+    boundary = Boundary(directory, rank0=rank == 0, restart=restart, mark_sigterm=False)
 
     loss = 0.0
     while step < args.steps:
@@ -88,25 +94,26 @@ def main() -> int:
                                  + [float(got.requeue), float(got.terminate)])
         stop_requeue, stop_term = summed[3] > 0, summed[4] > 0
         if stop_requeue or stop_term:
-            why = "requeue signal" if stop_requeue else "SIGTERM"
+            why = StopReason.REQUEUE_SIGNAL if stop_requeue else StopReason.SIGTERM
             if rank == 0:
                 this_run.update(to_step=step, why=why)
-                if stop_requeue:  # on SIGTERM there is no time: the last periodic checkpoint resumes
-                    events.emit("signal", signal=",".join(got.names) or "requeue", global_step=step, restart=restart)
-                    save(directory, {"step": step, "w": w, "b": b, "runs": runs + [this_run]}, "signal")
-                events.emit("interrupted", global_step=step, why=why)
-                if stop_requeue:
-                    requeue.request(directory, step)
-            # nobody leaves before rank 0 is done: srun's kill-on-bad-exit (set for multi-rank steps)
-            # would end rank 0 mid-request when the first rank exits
-            world.any(False)
-            world.close()
-            return INTERRUPTED
+
+            def save_state(at: int, reason: CheckpointReason) -> None:
+                if rank == 0:
+                    save(directory, {"step": at, "w": w, "b": b, "runs": runs + [this_run]}, reason)
+
+            try:
+                # the wait: nobody leaves before rank 0 is done (see runtime/boundary.py)
+                boundary.stop(step, why, wait=lambda _: world.any(False), save=save_state if stop_requeue else None)
+            except Interrupted:
+                world.close()
+                return INTERRUPTED_EXIT_CODE
         w, b, loss = sweep.update(w, b, summed[:3], args.lr)
         step += 1
         if rank == 0 and step % args.checkpoint_every == 0 and step < args.steps:
             save(directory, {"step": step, "w": w, "b": b,
-                             "runs": runs + [{**this_run, "to_step": step, "why": "still running"}]}, "periodic")
+                             "runs": runs + [{**this_run, "to_step": step, "why": "still running"}]},
+                 CheckpointReason.PERIODIC)
         time.sleep(args.step_s)
 
     world.any(False)  # nobody leaves before the last reduction reached everyone
@@ -115,7 +122,7 @@ def main() -> int:
         model = {"trial": args.trial, "lr": args.lr, "steps": step, "w": w, "b": b, "train_loss": loss,
                  "world_size": world.world_size, "runs": runs + [this_run]}
         checkpoints.atomic_write_bytes(args.out, json.dumps(model, indent=1).encode())
-        events.emit("training_done", global_step=step)
+        events.emit(EventKind.TRAINING_DONE, global_step=step)
     world.close()
     return 0
 
