@@ -1,5 +1,6 @@
 """Pure decisions: what the executor does about a job, given what Slurm says and for how long it has
-said it. Every "no" carries its reason. The clock is passed in, so tests need no sleeping."""
+said it (lifecycle.py keeps that time and the step's history, and feeds them in). Every "no"
+carries its reason."""
 
 from __future__ import annotations
 
@@ -74,38 +75,6 @@ class Limits:
     # a job that neither squeue nor sacct knows, or that sits in a state this version does not
     # know, is waited for this long before the step is failed
     missing_s: float = 600.0
-
-
-@dataclass
-class _Seen:
-    outcome: Outcome | None
-    since: float
-
-
-@dataclass
-class JobWatch:
-    """Remembers since when each job has shown its current outcome."""
-
-    limits: Limits = field(default_factory=Limits)
-    _seen: dict[str, _Seen] = field(default_factory=dict)
-
-    def decide(self, job_id: str, verdict: Verdict | None, now: float,
-               history: StepHistory | None = None, budgets: Budgets | None = None,
-               resumable: bool = False, checkpointed_for_requeue: bool = False,
-               requeueable: bool = True, stopped_by_signal: str = "", requeue_off: str | None = None) -> Action:
-        outcome = verdict.outcome if verdict is not None else None
-        seen = self._seen.get(job_id)
-        if seen is None or seen.outcome != outcome:
-            seen = self._seen[job_id] = _Seen(outcome, now)
-        held_for = now - seen.since
-        action = decide(verdict, held_for, self.limits, history, budgets, resumable,
-                        checkpointed_for_requeue, requeueable, stopped_by_signal, requeue_off)
-        if action.act is not Act.WAIT:
-            self._seen.pop(job_id, None)
-        return action
-
-    def forget(self, job_id: str) -> None:
-        self._seen.pop(job_id, None)
 
 
 def decide(verdict: Verdict | None, held_for_s: float, limits: Limits, history: StepHistory | None = None,

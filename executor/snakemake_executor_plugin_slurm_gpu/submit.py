@@ -27,6 +27,21 @@ def delays(limit_s: float) -> Iterator[float]:
         yield wait
 
 
+def retrying(run: Callable[[Sequence[str]], str], argv: Sequence[str], limit_s: float,
+             on_retry: Callable[[str, float], None], sleep: Callable[[float], None] = time.sleep) -> str:
+    """A read-only Slurm command, retried with backoff while it fails transiently."""
+    waits = delays(limit_s)
+    while True:
+        try:
+            return run(argv)
+        except slurm.SlurmError as e:
+            wait = next(waits, None) if e.transient else None
+            if wait is None:
+                raise
+            on_retry(str(e), wait)
+            sleep(wait)
+
+
 @dataclass
 class Submitter:
     """run: slurm.run-like (argv, stdin=...) -> stdout; on_retry: told of every transient failure."""

@@ -1,6 +1,7 @@
 """What the executor follows of each live step between polls: the new lines in the step's event
 log (written by the job and its ranks), turned into one console line per transition, the events of
-each job's current run (for the hang watchdog), and Slurm's pending reason (an event when it changes)."""
+each job's current run (for the hang and stall watchdogs). What Slurm's queue says is the step's
+life's (lifecycle.py)."""
 
 from __future__ import annotations
 
@@ -47,27 +48,11 @@ class _Run:
 
 @dataclass
 class StepTracker:
-    """Per job id: the current run and the last pending reason; per event log: the read offset."""
+    """Per job id: the current run and when its batch script said it ended; per event log: the read offset."""
 
     _offsets: dict[Path, int] = field(default_factory=dict)
     _runs: dict[str, _Run] = field(default_factory=dict)
-    _pending: dict[str, str] = field(default_factory=dict)
-    _states: dict[str, str] = field(default_factory=dict)
     _ended: dict[str, float] = field(default_factory=dict)
-
-    def requeued(self, job_id: str, state: str) -> bool:
-        """True once when a job that was running is back in the queue under the same id: Slurm
-        requeued it (preemption, node failure, `scontrol requeue`, or the training's own request)."""
-        before, self._states[job_id] = self._states.get(job_id), state
-        return before in ("RUNNING", "COMPLETING") and state in ("PENDING", "REQUEUED", "REQUEUE_FED",
-                                                                  "REQUEUE_HOLD")
-
-    def pending_reason(self, job_id: str, state: str, reason: str) -> str | None:
-        """The new pending reason of a job when it changed, else None."""
-        if state != "PENDING" or not reason or self._pending.get(job_id) == reason:
-            return None
-        self._pending[job_id] = reason
-        return reason
 
     def read(self, log: Path, job_id: str, world_size: int) -> list[str]:
         """New job-side events of `log` that belong to `job_id`: console lines for the transitions
@@ -79,7 +64,6 @@ class StepTracker:
                 continue
             if entry.get("event") == "started":
                 self._runs[job_id] = _Run(float(entry.get("ts") or 0))
-                self._pending.pop(job_id, None)
                 self._ended.pop(job_id, None)
             elif entry.get("event") == "ended":
                 self._ended[job_id] = float(entry.get("ts") or 0)
@@ -108,5 +92,3 @@ class StepTracker:
     def forget(self, job_id: str) -> None:
         self._ended.pop(job_id, None)
         self._runs.pop(job_id, None)
-        self._pending.pop(job_id, None)
-        self._states.pop(job_id, None)

@@ -4,14 +4,15 @@ Snakemake that submitted it died, and spotting the job an sbatch with a lost rep
 from __future__ import annotations
 
 import stat
-import threading
 from datetime import datetime
 from pathlib import Path
 from types import SimpleNamespace
 
-from snakemake_executor_plugin_slurm_gpu import attach, slurm
+from backend_host import Host, batch_jobs
+from fake_slurm import FakeSlurm
+from snakemake_executor_plugin_slurm_gpu import attach, events, lifecycle, slurm
 from snakemake_executor_plugin_slurm_gpu.attach import Submission
-from snakemake_executor_plugin_slurm_gpu.executor import Executor
+from snakemake_executor_plugin_slurm_gpu.batch_jobs import BatchJobs
 from snakemake_executor_plugin_slurm_gpu.paths import StepPaths
 from snakemake_executor_plugin_slurm_gpu.slurm import StepJob
 from snakemake_executor_plugin_slurm_gpu.spec import build_spec
@@ -96,54 +97,50 @@ def test_the_record_is_replaced_whole_and_private(tmp_path: Path) -> None:
     assert not attach.any_records(tmp_path)
 
 
-class Reports:
-    def __init__(self) -> None:
-        self.submitted: list[tuple[object, str]] = []
-
-    def __call__(self, info) -> None:
-        self.submitted.append((info.job, info.external_jobid))
-
-
-def reattach_stand_in(root: Path, orphans: dict[str, list[StepJob]]) -> SimpleNamespace:
-    me = SimpleNamespace(root=root, _orphans=orphans, _history={}, _live=set(), _live_lock=threading.Lock(),
-                         cancelled=[], events=[], logger=SimpleNamespace(info=lambda t: None, warning=lambda t: None))
-    me._cancel = lambda ids: me.cancelled.extend(ids)
-    me._event = lambda paths, event, job_id, **fields: me.events.append((event, job_id))
-    me.report_job_submission = Reports()
-    return me
+def reattaching(root: Path, fake: FakeSlurm, orphans: dict[str, list[StepJob]]) -> tuple[BatchJobs, Host]:
+    host = Host()
+    backend = batch_jobs(root, fake, host)
+    backend.orphans = orphans
+    return backend, host
 
 
-def test_the_executor_waits_for_a_re_attached_job_and_submits_nothing(tmp_path: Path) -> None:
+def test_the_executor_waits_for_a_re_attached_job_and_submits_nothing(tmp_path: Path, fake_slurm: FakeSlurm) -> None:
     paths = StepPaths.of(tmp_path, "train", {"lr": "0.1"})
     paths.submission_record.parent.mkdir(parents=True)
     attach.write_record(paths.submission_record, Submission("abc", 1.0, "12"))
-    me = reattach_stand_in(tmp_path, {"train/lr=0.1": [job("12", workdir=str(tmp_path))]})
+    paths.event_dir.mkdir(parents=True)  # the earlier run's, which submitted the job
+    me, host = reattaching(tmp_path, fake_slurm, {"train/lr=0.1": [job("12", workdir=str(tmp_path))]})
     step = SimpleNamespace(is_group=lambda: False)
-    assert Executor._reattach(me, step, build_spec("train", {"gpus": 2}), paths, "abc") is True
-    assert me.report_job_submission.submitted == [(step, "12")]
-    assert me._live == {"12"} and me._history["train/lr=0.1"].job_ids == ["12"]
-    assert me.events == [("reattached", "12")] and me.cancelled == []
+    assert me.reattach(step, build_spec("train", {"gpus": 2}), paths, "abc") is True
+    assert host.submitted == [(step, "12")]
+    assert lifecycle.live_jobs(me.lives.values()) == {"12"} and me.lives["train/lr=0.1"].job_ids == ("12",)
+    assert [(e["event"], e["job_id"]) for e in events.read(paths.event_log)] == [("reattached", "12")]
+    assert fake_slurm.calls == []
     # taken over once: a later run_job of the same step (--retries) submits normally
-    assert Executor._reattach(me, step, build_spec("train", {"gpus": 2}), paths, "abc") is False
+    assert me.reattach(step, build_spec("train", {"gpus": 2}), paths, "abc") is False
 
 
-def test_the_executor_cancels_a_live_job_of_a_changed_step_before_submitting(tmp_path: Path) -> None:
+def test_the_executor_cancels_a_live_job_of_a_changed_step_before_submitting(tmp_path: Path,
+                                                                            fake_slurm: FakeSlurm) -> None:
     paths = StepPaths.of(tmp_path, "train", {"lr": "0.1"})
     paths.submission_record.parent.mkdir(parents=True)
     attach.write_record(paths.submission_record, Submission("before-the-edit", 1.0, "12"))
-    me = reattach_stand_in(tmp_path, {"train/lr=0.1": [job("12", workdir=str(tmp_path))]})
-    assert Executor._reattach(me, SimpleNamespace(is_group=lambda: False), build_spec("train", {"gpus": 2}), paths,
-                              "after-the-edit") is False
-    assert me.cancelled == ["12"] and me.report_job_submission.submitted == []
+    fake_slurm.answer(slurm.scancel_argv(["12"]))
+    me, host = reattaching(tmp_path, fake_slurm, {"train/lr=0.1": [job("12", workdir=str(tmp_path))]})
+    assert me.reattach(SimpleNamespace(is_group=lambda: False), build_spec("train", {"gpus": 2}), paths,
+                       "after-the-edit") is False
+    assert fake_slurm.argvs() == [["scancel", "12"]] and host.submitted == []
 
 
-def test_a_live_group_job_cannot_be_checked_and_is_cancelled_before_the_group_is_submitted(tmp_path: Path) -> None:
+def test_a_live_group_job_cannot_be_checked_and_is_cancelled_before_the_group_is_submitted(
+        tmp_path: Path, fake_slurm: FakeSlurm) -> None:
     paths = StepPaths.of(tmp_path, "bundle", {})
     paths.submission_record.parent.mkdir(parents=True)
     attach.write_record(paths.submission_record, Submission("", 1.0, "12"))
-    me = reattach_stand_in(tmp_path, {"bundle/all": [job("12", step="bundle/all", workdir=str(tmp_path))]})
-    assert Executor._reattach(me, SimpleNamespace(is_group=lambda: True), build_spec("bundle", {}), paths, "") is False
-    assert me.cancelled == ["12"] and me.report_job_submission.submitted == []
+    fake_slurm.answer(slurm.scancel_argv(["12"]))
+    me, host = reattaching(tmp_path, fake_slurm, {"bundle/all": [job("12", step="bundle/all", workdir=str(tmp_path))]})
+    assert me.reattach(SimpleNamespace(is_group=lambda: True), build_spec("bundle", {}), paths, "") is False
+    assert fake_slurm.argvs() == [["scancel", "12"]] and host.submitted == []
 
 
 def test_records_of_steps_without_a_live_job_are_dropped(tmp_path: Path) -> None:

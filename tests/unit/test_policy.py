@@ -5,7 +5,6 @@ sleeps."""
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
 
 import pytest
 
@@ -13,7 +12,6 @@ from snakemake_executor_plugin_slurm_gpu.policy import (
     Act,
     Action,
     Budgets,
-    JobWatch,
     Limits,
     StepHistory,
     Stop,
@@ -249,147 +247,6 @@ def test_decide_uses_the_limits_given(seen: Verdict | None, held_for_s: float, a
     assert decide(seen, held_for_s, Limits(settle_s=5, missing_s=10)).act is act
 
 
-# ---------------------------------------------------------------- JobWatch with a fake clock
-
-@dataclass
-class Clock:
-    now: float = 1000.0
-
-    def advance(self, seconds: float) -> float:
-        self.now += seconds
-        return self.now
-
-
-def test_watch_waits_out_the_settle_time() -> None:
-    watch, clock = JobWatch(LIMITS), Clock()
-    assert watch.decide("1", verdict("PREEMPTED"), clock.now).act is Act.WAIT
-    assert watch.decide("1", verdict("PREEMPTED"), clock.advance(59)).act is Act.WAIT
-    action = watch.decide("1", verdict("PREEMPTED"), clock.advance(1))
-    assert (action.act, action.stop) == (Act.RESUBMIT, Stop.PREEMPTION)
-
-
-def test_watch_waits_out_the_settle_time_even_with_the_budget_spent() -> None:
-    # Slurm may still requeue it itself: no verdict, not even a failure, before settle_s
-    watch, clock = JobWatch(LIMITS), Clock()
-    spent = history(preemptions=2)
-    assert watch.decide("1", verdict("NODE_FAIL"), clock.now, spent, BUDGETS).act is Act.WAIT
-    assert watch.decide("1", verdict("NODE_FAIL"), clock.advance(59.9), spent, BUDGETS).act is Act.WAIT
-    action = watch.decide("1", verdict("NODE_FAIL"), clock.advance(0.1), spent, BUDGETS)
-    assert (action.act, action.stop) == (Act.FAIL, Stop.PREEMPTION)
-    assert PREEMPTION_FLAG in action.reason
-
-
-def test_watch_restarts_the_timer_when_the_outcome_changes() -> None:
-    watch, clock = JobWatch(LIMITS), Clock()
-    assert watch.decide("1", verdict("PREEMPTED"), clock.now).act is Act.WAIT
-    assert watch.decide("1", verdict("PREEMPTED"), clock.advance(50)).act is Act.WAIT
-    # Slurm requeued it: pending, then preempted again
-    assert watch.decide("1", verdict("PENDING"), clock.advance(5)).act is Act.WAIT
-    assert watch.decide("1", verdict("PREEMPTED"), clock.advance(5)).act is Act.WAIT
-    assert watch.decide("1", verdict("PREEMPTED"), clock.advance(59)).act is Act.WAIT  # 119 s after the first
-    assert watch.decide("1", verdict("PREEMPTED"), clock.advance(1)).act is Act.RESUBMIT
-
-
-def test_watch_keeps_the_timer_while_the_outcome_stays() -> None:
-    # PREEMPTED and NODE_FAIL are one outcome (interrupted): the state word changing is no fresh start
-    watch, clock = JobWatch(LIMITS), Clock()
-    assert watch.decide("1", verdict("PREEMPTED"), clock.now).act is Act.WAIT
-    assert watch.decide("1", verdict("NODE_FAIL"), clock.advance(30)).act is Act.WAIT
-    action = watch.decide("1", verdict("NODE_FAIL"), clock.advance(30))
-    assert (action.act, action.stop) == (Act.RESUBMIT, Stop.PREEMPTION)
-    assert "NODE_FAIL" in action.reason
-
-
-def test_watch_missing_job_then_found() -> None:
-    watch, clock = JobWatch(LIMITS), Clock()
-    assert watch.decide("1", None, clock.now).act is Act.WAIT
-    assert watch.decide("1", None, clock.advance(599)).act is Act.WAIT
-    assert watch.decide("1", verdict("RUNNING"), clock.advance(1)).act is Act.WAIT
-    # gone again: a fresh missing_s
-    assert watch.decide("1", None, clock.advance(1)).act is Act.WAIT
-    assert watch.decide("1", None, clock.advance(599)).act is Act.WAIT
-    action = watch.decide("1", None, clock.advance(1))
-    assert action.act is Act.FAIL
-    assert "600 s" in action.reason
-
-
-def test_watch_tracks_jobs_separately() -> None:
-    watch, clock = JobWatch(LIMITS), Clock()
-    assert watch.decide("1", None, clock.now).act is Act.WAIT
-    assert watch.decide("2", None, clock.advance(300)).act is Act.WAIT
-    assert watch.decide("1", None, clock.advance(300)).act is Act.FAIL
-    assert watch.decide("2", None, clock.now).act is Act.WAIT
-
-
-def test_watch_forget() -> None:
-    watch, clock = JobWatch(LIMITS), Clock()
-    assert watch.decide("1", None, clock.now).act is Act.WAIT
-    watch.forget("1")
-    assert watch.decide("1", None, clock.advance(599)).act is Act.WAIT  # the count starts again here
-    assert watch.decide("1", None, clock.advance(599)).act is Act.WAIT
-    assert watch.decide("1", None, clock.advance(1)).act is Act.FAIL
-    watch.forget("never-seen")  # no error
-
-
-def test_watch_forgets_a_job_once_decided() -> None:
-    watch, clock = JobWatch(LIMITS), Clock()
-    assert watch.decide("1", verdict("PREEMPTED"), clock.now).act is Act.WAIT
-    assert watch.decide("1", verdict("PREEMPTED"), clock.advance(60)).act is Act.RESUBMIT
-    # a job id seen again after its verdict starts from scratch
-    assert watch.decide("1", verdict("PREEMPTED"), clock.advance(1)).act is Act.WAIT
-
-
-def test_watch_passes_history_budgets_and_flags_through() -> None:
-    watch = JobWatch(LIMITS)
-    budgets = Budgets(preemptions=5, timeouts=2)
-    action = watch.decide("1", verdict("TIMEOUT"), 0.0, history(timeouts=1), budgets, resumable=True)
-    assert (action.act, action.stop) == (Act.RESUBMIT, Stop.TIMEOUT)
-    assert "timeout 2 of 2" in action.reason
-    action = watch.decide("2", verdict("TIMEOUT"), 0.0, history(timeouts=2), budgets, resumable=True)
-    assert (action.act, action.stop) == (Act.FAIL, Stop.TIMEOUT)
-    assert TIMEOUT_FLAG in action.reason
-    assert watch.decide("3", verdict("TIMEOUT"), 0.0, FRESH, budgets, resumable=False).act is Act.FAIL
-    action = watch.decide("4", verdict("FAILED"), 0.0, history(preemptions=4), budgets, resumable=True,
-                          checkpointed_for_requeue=True)
-    assert (action.act, action.stop) == (Act.RESUBMIT, Stop.PREEMPTION)
-    assert "preemption 5 of 5" in action.reason
-    assert watch.decide("5", verdict("FAILED"), 0.0, FRESH, budgets, resumable=True).act is Act.FAIL
-
-
-def test_watch_a_resubmitted_step_over_several_attempts() -> None:
-    """The executor's loop in small: each RESUBMIT is a new job id and one more count in the step's
-    history, until the budget is spent."""
-    watch, clock, budgets = JobWatch(LIMITS), Clock(), Budgets(preemptions=2, timeouts=1)
-    step = StepHistory(job_ids=["100"])
-    acts = []
-    for attempt in range(4):
-        job_id = step.job_ids[-1]
-        assert watch.decide(job_id, verdict("RUNNING"), clock.advance(10), step, budgets, True).act is Act.WAIT
-        stopped = verdict("TIMEOUT") if attempt == 0 else verdict("PREEMPTED")
-        action = watch.decide(job_id, stopped, clock.advance(10), step, budgets, True)
-        if action.act is Act.WAIT:
-            action = watch.decide(job_id, stopped, clock.advance(60), step, budgets, True)
-        acts.append((action.act, action.stop))
-        if action.act is not Act.RESUBMIT:
-            break
-        assert action.stop is not None
-        step.resubmitted[action.stop] = step.count(action.stop) + 1
-        step.job_ids.append(str(int(job_id) + 1))
-    assert acts == [(Act.RESUBMIT, Stop.TIMEOUT), (Act.RESUBMIT, Stop.PREEMPTION), (Act.RESUBMIT, Stop.PREEMPTION),
-                    (Act.FAIL, Stop.PREEMPTION)]
-    assert step.job_ids == ["100", "101", "102", "103"]
-
-
-@pytest.mark.parametrize(
-    ("state", "resumable", "act"),
-    [("COMPLETED", True, Act.SUCCEED), ("FAILED", True, Act.FAIL), ("TIMEOUT", False, Act.FAIL),
-     ("TIMEOUT", True, Act.RESUBMIT), ("BOOT_FAIL", False, Act.RESUBMIT),
-     ("REQUEUE_HOLD", True, Act.CANCEL_AND_FAIL)],
-)
-def test_watch_final_states_act_at_once(state: str, resumable: bool, act: Act) -> None:
-    assert JobWatch(LIMITS).decide("1", verdict(state), 0.0, resumable=resumable).act is act
-
-
 def test_action_is_frozen() -> None:
     with pytest.raises(AttributeError):
         Action(Act.WAIT).act = Act.FAIL  # type: ignore[misc]
@@ -404,8 +261,6 @@ def test_a_job_slurm_may_not_requeue_is_resubmitted_without_waiting_for_slurm(st
     assert waited.act is Act.WAIT
     now = decide(verdict(state), 0, LIMITS, StepHistory(), BUDGETS, resumable=False, requeueable=False)
     assert (now.act, now.stop) == (Act.RESUBMIT, Stop.PREEMPTION)
-    watch = JobWatch(LIMITS)
-    assert watch.decide("7", verdict(state), 100.0, StepHistory(), BUDGETS, requeueable=False).act is Act.RESUBMIT
 
 
 # ---------------------------------------------------------------- requeue off

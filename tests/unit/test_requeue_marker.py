@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from snakemake_executor_plugin_slurm_gpu.checkpoints import INTERRUPTED_MARKER
-from snakemake_executor_plugin_slurm_gpu.executor import Executor
+from snakemake_executor_plugin_slurm_gpu import contract
 from snakemake_executor_plugin_slurm_gpu.paths import StepPaths
 
 
@@ -22,8 +22,7 @@ def paths(tmp_path: Path) -> StepPaths:
 
 
 def checkpointed(paths: StepPaths, job_id: str) -> bool:
-    # the method reads files only; no Snakemake workflow is needed around it
-    return Executor._checkpointed_for_requeue(None, paths, job_id)  # type: ignore[arg-type]
+    return contract.interrupted_for_requeue(paths.checkpoint_dir, job_id)
 
 
 def write_marker(paths: StepPaths, text: str) -> None:

@@ -20,9 +20,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fake_slurm import FakeSlurm
-from test_policy import Clock
 from snakemake_executor_plugin_slurm_gpu import slurm
-from snakemake_executor_plugin_slurm_gpu.policy import Act, JobWatch, Limits
+from snakemake_executor_plugin_slurm_gpu.policy import Act, Limits
+from test_lifecycle import Step, decision
+from snakemake_executor_plugin_slurm_gpu.lifecycle import Polled, StepRules
 from snakemake_executor_plugin_slurm_gpu.slurm import Completed, JobRecord
 from snakemake_executor_plugin_slurm_gpu.status import STATE_TABLE, Outcome, StatusQuery, classify
 
@@ -212,10 +213,10 @@ def test_an_unknown_state_is_waited_for_until_missing_s_then_fails_naming_it(rep
     verdict = classify(record)
     assert (verdict.outcome, verdict.state) == (Outcome.UNKNOWN, "WEIRD_NEW_STATE")
     assert classify(JobRecord("5", "WEIRD_NEW_STATE")).outcome is Outcome.UNKNOWN
-    watch, clock = JobWatch(LIMITS), Clock()
-    assert watch.decide("30", verdict, clock.now).act is Act.WAIT
-    assert watch.decide("30", verdict, clock.advance(599.9)).act is Act.WAIT
-    action = watch.decide("30", verdict, clock.advance(0.1))
+    step = Step(StepRules(limits=LIMITS), job_id="30")
+    assert decision(step.see(Polled(verdict, record), 1000.0)).act is Act.WAIT
+    assert decision(step.see(Polled(verdict, record), 1599.9)).act is Act.WAIT
+    action = decision(step.see(Polled(verdict, record), 1600.0))
     assert action.act is Act.FAIL
     assert "WEIRD_NEW_STATE" in action.reason and "does not know" in action.reason and "600 s" in action.reason
 
@@ -225,7 +226,7 @@ def test_a_job_whose_line_is_cut_off_then_vanishes_is_failed_after_missing_s(fak
     """Job 7 is the truncated last line of a recorded squeue reply, then the controller forgets it
     and sacct has no line for it either: the step is failed missing_s after the first poll that
     could not read it, not polled forever."""
-    query, watch, clock = StatusQuery(run=fake_slurm.run), JobWatch(LIMITS), Clock()
+    query, step = StatusQuery(run=fake_slurm.run), Step(StepRules(limits=LIMITS), job_id="7")
     ids = ["5", "6", "7"]
     fake_slurm.answer(slurm.squeue_argv(ids), stdout=reply(replies, "squeue_truncated_line.txt"))
     fake_slurm.answer(slurm.sacct_argv(["7"]), stdout="")
@@ -236,22 +237,23 @@ def test_a_job_whose_line_is_cut_off_then_vanishes_is_failed_after_missing_s(fak
 
     def poll(job_ids: list[str], now: float) -> Act:
         records = query.records(job_ids)
-        return watch.decide("7", classify(records["7"]) if "7" in records else None, now).act
+        seen = records.get("7")
+        return decision(step.see(Polled(classify(seen) if seen else None, seen), now)).act
 
-    assert poll(ids, clock.now) is Act.WAIT
-    assert poll(["7"], clock.advance(300)) is Act.WAIT
-    assert poll(["7"], clock.advance(299.9)) is Act.WAIT
-    assert poll(["7"], clock.advance(0.1)) is Act.FAIL
+    assert poll(ids, 1000.0) is Act.WAIT
+    assert poll(["7"], 1300.0) is Act.WAIT
+    assert poll(["7"], 1599.9) is Act.WAIT
+    assert poll(["7"], 1600.0) is Act.FAIL
     assert fake_slurm.commands() == ["squeue", "sacct"] * 4
 
 
 def test_the_failure_of_a_vanished_job_says_slurm_forgot_it() -> None:
-    watch, clock = JobWatch(LIMITS), Clock()
-    assert watch.decide("5", classify(JobRecord("5", "RUNNING")), clock.now).act is Act.WAIT
+    step = Step(StepRules(limits=LIMITS), job_id="5")
+    assert step.poll("RUNNING", 1000.0).act is Act.WAIT
     # vanishing starts its own clock: the time it ran before does not count towards missing_s
-    assert watch.decide("5", None, clock.advance(5000)).act is Act.WAIT
-    assert watch.decide("5", None, clock.advance(599.9)).act is Act.WAIT
-    action = watch.decide("5", None, clock.advance(0.1))
+    assert step.poll(None, 6000.0).act is Act.WAIT
+    assert step.poll(None, 6599.9).act is Act.WAIT
+    action = step.poll(None, 6600.0)
     assert action.act is Act.FAIL
     assert "neither squeue nor sacct" in action.reason and "600 s" in action.reason
 
