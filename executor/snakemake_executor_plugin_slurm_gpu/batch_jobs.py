@@ -14,7 +14,7 @@ from snakemake_interface_executor_plugins.jobs import JobExecutorInterface
 
 from . import (attach, contract, ending, events, heartbeat, lifecycle, logs, placement, private, slurm, stall,
                step_provenance, watchdog)
-from .batch_script import JobOptions, StepCommand, render_batch_script
+from .batch_script import JobOptions, StepCommand
 from .lifecycle import Cancel, Effect, Emit, Fail, Resubmit, Say, StepLife, StepRules, Succeed
 from .paths import STATE_DIR, StepPaths
 from .policy import Budgets, Limits, Stop
@@ -22,7 +22,7 @@ from .settings import ExecutorSettings
 from .spec import StepSpec
 from .status import Outcome, StatusQuery, classify
 from .step_end import after_success, failure_message
-from .step_files import StepFiles
+from .step_files import ScriptError, StepFiles, make_script
 from .poll_clock import PollClock
 from .submit import Submitter, retrying
 from .tracking import StepTracker
@@ -182,15 +182,12 @@ class BatchJobs:
         `replaces`: (old job id, cause, why) when this is a resubmission."""
         self.advance(paths, spec, lifecycle.Submitting())
         record = attach.Submission(provenance, time.time())
-        command = self.step_command(job, paths, spec)
-        if command.direct:
-            try:
-                self.prepare_direct(job)
-            except Exception as e:  # noqa: BLE001 - Snakemake's WorkflowError, ProtectedOutputException, OSError
-                raise SubmitError(f"could not prepare its outputs: {e}") from None
         try:
-            text = render_batch_script(spec, paths, command, self.options)
-            script = self.files.write_script(paths, job.attempt, text)
+            text, script, direct = make_script(self.files, job, spec, paths, self.options, self.step_command,
+                                               self.prepare_direct)
+        except ScriptError as e:
+            raise SubmitError(str(e)) from None
+        try:
             # before sbatch: a Snakemake killed between the two still leaves the record of the job
             self.files.private_dir(paths.submission_record.parent)
             attach.write_record(paths.submission_record, record)
@@ -207,7 +204,7 @@ class BatchJobs:
             attach.write_record(paths.submission_record, attach.Submission(record.provenance, record.ts, job_id))
         except OSError as e:
             self.logger.warning(f"slurm-gpu: step {paths.key}: could not record its job id: {e}")
-        self.advance(paths, spec, lifecycle.Submitted(job_id, command.direct, replaces[1] if replaces else None))
+        self.advance(paths, spec, lifecycle.Submitted(job_id, direct, replaces[1] if replaces else None))
         if replaces is not None:
             old, cause, why = replaces
             self.emit(paths, "resubmitted", old, new_job_id=job_id, cause=str(cause), why=why)

@@ -11,13 +11,13 @@ from typing import Any, AsyncGenerator, Callable, Sequence
 from snakemake_interface_executor_plugins.executors.base import SubmittedJobInfo
 from snakemake_interface_executor_plugins.jobs import JobExecutorInterface
 
-from . import allocation, private
-from .batch_script import JobOptions, StepCommand, render_batch_script
+from . import allocation
+from .batch_script import JobOptions, StepCommand
 from .paths import StepPaths
 from .settings import ExecutorSettings
 from .spec import StepSpec
 from .step_end import after_success, failure_message
-from .step_files import StepFiles
+from .step_files import ScriptError, StepFiles, make_script
 
 
 class InAllocation:
@@ -41,18 +41,11 @@ class InAllocation:
 
     def start(self, job: JobExecutorInterface, spec: StepSpec, paths: StepPaths, provenance: str) -> None:
         try:
-            command = self.step_command(job, paths, spec)
-            if command.direct:
-                try:
-                    self.prepare_direct(job)
-                except Exception as e:  # noqa: BLE001 - Snakemake's WorkflowError, ProtectedOutputException, OSError
-                    raise OSError(f"could not prepare its outputs: {e}") from None
-            text = render_batch_script(spec, paths, command, self.options)
-            script = self.files.write_script(paths, job.attempt, text)
+            script = make_script(self.files, job, spec, paths, self.options, self.step_command, self.prepare_direct).path
             log = paths.log_dir / f"allocation-{self.where.job_id}-{datetime.now(timezone.utc):%Y%m%dT%H%M%S.%f}.log"
             step_id = self.steps.start(self.where, allocation.step_command(spec, script),
                                        allocation.step_environment(spec, self.where, os.environ), log, self.files.root)
-        except (OSError, private.UntrustedPath) as e:
+        except (ScriptError, OSError) as e:
             self.host.report_job_error(SubmittedJobInfo(job), msg=f"slurm-gpu: step {paths.key}: could not start it "
                                        f"in allocation {self.where.job_id}: {e}")
             return

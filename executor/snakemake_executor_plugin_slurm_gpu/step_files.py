@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable, NamedTuple
 
 from . import private
 from .paths import StepPaths
@@ -75,3 +75,34 @@ class StepFiles:
         """A file of arguments too many for a command line, beside the step's scripts."""
         self.private_dir(paths.script_dir)
         return private.write_private(paths.script_dir / f"{utc_stamp()}-{name}", "\n".join(lines) + "\n")
+
+
+class Script(NamedTuple):
+    text: str
+    path: Path
+    direct: bool  # it runs the rule's own shell command (submitted --no-requeue)
+
+
+class ScriptError(Exception):
+    """A step's script could not be made: its outputs could not be prepared, or the file not written."""
+
+
+def make_script(files: StepFiles, job: Any, spec: Any, paths: StepPaths, options: Any,
+                step_command: Callable[[Any, StepPaths, Any], Any],
+                prepare_direct: Callable[[Any], None]) -> Script:
+    """The step's batch script, rendered and kept (the text, its file), whichever backend runs it.
+    A step that runs its own shell command gets its outputs prepared first, as the job-side
+    Snakemake would."""
+    from .batch_script import render_batch_script
+
+    command = step_command(job, paths, spec)
+    if command.direct:
+        try:
+            prepare_direct(job)
+        except Exception as e:  # noqa: BLE001 - Snakemake's WorkflowError, ProtectedOutputException, OSError
+            raise ScriptError(f"could not prepare its outputs: {e}") from None
+    text = render_batch_script(spec, paths, command, options)
+    try:
+        return Script(text, files.write_script(paths, job.attempt, text), command.direct)
+    except (OSError, private.UntrustedPath) as e:
+        raise ScriptError(f"could not write its batch script: {e}") from None
