@@ -262,7 +262,8 @@ class BatchJobs:
             self.logger.info(f"slurm-gpu: step {paths.key}, Slurm job {job_id}: {line}")
         after = self.tracker.current_run(job_id)
         if after is not None and (before is None or before[0] != after[0]):
-            self.advance(paths, spec, lifecycle.RunStarted())
+            restart = after[1][0].get("restart") if after[1] else None
+            self.advance(paths, spec, lifecycle.RunStarted(restart if isinstance(restart, int) else None))
 
     def ended_at(self, active_jobs: Sequence[SubmittedJobInfo]) -> list[float | None]:
         return [self.tracker.ended_at(j.external_jobid) for j in active_jobs]

@@ -35,7 +35,7 @@ EVENTS: dict[str, tuple[str, ...]] = {
     # executor
     "submitted": ("script", "attempt", "nodes_requested", "tasks_per_node", "gpus_per_node"),  # attempt: 1, 2, ...
     "pending": ("reason",),                      # Slurm's pending reason changed (Priority, Resources, ...)
-    "requeued": ("state",),                      # seen back in the queue after running, same job id
+    "requeued": ("state", "restart"),            # seen back in the queue after its run `restart` started: that run ended
     "resubmitted": ("new_job_id", "cause", "why"),  # cause: timeout | preemption
     "reattached": (),                            # a new Snakemake found the step's job still in Slurm
     "completed": ("state", "exit_code"),

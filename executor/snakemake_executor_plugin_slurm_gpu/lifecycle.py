@@ -50,7 +50,8 @@ class StepLife:
     preemptions: int = 0           # ... after a preemption, node failure or stall
     stalls: int = 0                # jobs the stall watchdog cancelled
     seen: tuple[Outcome | None, float] | None = None  # the current job's outcome, and since when
-    queue_state: str = ""          # the current job's last state word
+    queue_state: str = ""          # the current job's last state word ("RUNNING" once a run of it started)
+    run_restart: int | None = None  # the restart count of the current job's newest run that started
     pending_reason: str = ""       # the current run's last pending reason said
     unknown_said: frozenset[str] = frozenset()  # unknown states said for the current job
 
@@ -82,7 +83,10 @@ class Reattached:
 
 @dataclass(frozen=True)
 class RunStarted:
-    """The current job's batch script started (again, after a requeue)."""
+    """The current job's batch script started (again, after a requeue): its `started` record. The
+    job is running, whatever the last poll said: once Slurm lists it queued again, that run ended."""
+
+    restart: int | None = None
 
 
 @dataclass(frozen=True)
@@ -177,8 +181,8 @@ def advance(life: StepLife, obs: Observation, now: float,
             return _fresh_job(life, job_id, direct, **counts), []
         case Reattached(job_id=job_id):
             return _fresh_job(life, job_id, False), [Emit("reattached", job_id)]
-        case RunStarted():
-            return dataclasses.replace(life, pending_reason=""), []
+        case RunStarted(restart=restart):
+            return dataclasses.replace(life, queue_state="RUNNING", pending_reason="", run_restart=restart), []
         case Polled():
             return _polled(life, obs, now, rules)
         case Hung(hang=hang, timeout_s=timeout_s):
@@ -201,7 +205,8 @@ def _current(life: StepLife) -> str:
 
 def _fresh_job(life: StepLife, job_id: str, direct: bool, **changes: Any) -> StepLife:
     return dataclasses.replace(life, job_id=job_id, job_ids=(*life.job_ids, job_id), live=True, direct=direct,
-                               seen=None, queue_state="", pending_reason="", unknown_said=frozenset(), **changes)
+                               seen=None, queue_state="", pending_reason="", unknown_said=frozenset(),
+                               run_restart=None, **changes)
 
 
 def _queue(life: StepLife, verdict: Verdict, record: JobRecord,
@@ -214,7 +219,9 @@ def _queue(life: StepLife, verdict: Verdict, record: JobRecord,
         effects.append(Say(f"state '{verdict.detail}' is unknown to slurm-gpu; waiting up to {limits.missing_s:g} s "
                            "(--slurm-gpu-missing-job-timeout-s) for a state it knows", warn=True))
     if life.queue_state in _RAN and verdict.state in _BACK_IN_QUEUE:
-        effects += [Emit("requeued", job, {"state": verdict.state}),
+        # the explicit end of the run that last started (the timeline closes exactly that one)
+        ended = {"restart": life.run_restart} if life.run_restart is not None else {}
+        effects += [Emit("requeued", job, {"state": verdict.state, **ended}),
                     Say("requeued by Slurm, same job id; it restarts when scheduled")]
     life = dataclasses.replace(life, queue_state=verdict.state)
     if verdict.state == "PENDING" and record.reason and record.reason != life.pending_reason:

@@ -248,6 +248,18 @@ def test_a_requeue_is_news_once_when_a_running_job_is_back_in_the_queue() -> Non
                     Say("requeued by Slurm, same job id; it restarts when scheduled")]
 
 
+def test_a_run_that_started_and_is_queued_again_ended_even_when_no_poll_saw_it_running() -> None:
+    step = Step()
+    assert queue_says(step, "PENDING") == []
+    step.see(RunStarted(restart=0))  # its `started` record, read between two polls
+    said = queue_says(step, "PENDING", "BeginTime")
+    assert said[0] == Emit("requeued", "1", {"state": "PENDING", "restart": 0})  # names the run that ended
+    assert queue_says(step, "PENDING", "BeginTime") == []
+    step.see(RunStarted(restart=1))
+    assert queue_says(step, "RUNNING") == []
+    assert queue_says(step, "REQUEUED")[0] == Emit("requeued", "1", {"state": "REQUEUED", "restart": 1})
+
+
 def test_a_pending_reason_is_news_only_when_it_changes_and_again_after_a_restart() -> None:
     step = Step()
     assert queue_says(step, "PENDING", "Priority") == [Emit("pending", "1", {"reason": "Priority"}),

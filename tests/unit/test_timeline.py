@@ -203,9 +203,10 @@ def test_a_signalled_stop_is_interrupted_until_the_job_is_seen_queued_again_and_
     assert model.bars[0].waits[-1] == Wait(150.0, 300.0, "BeginTime")
 
 
-def test_a_slurm_requeue_after_a_hard_stop_is_dated_by_the_pending_record_not_the_next_start() -> None:
+def test_a_slurm_requeue_after_a_hard_stop_is_dated_by_the_executors_requeued_record_not_the_next_start() -> None:
     log = [ev(0, "submitted"), ev(10, "started", nodes="n[1-2]", restart=0), ev(100, "checkpoint", global_step=100),
-           ev(130, "checkpoint", global_step=130), ev(200, "pending", reason="BeginTime")]
+           ev(130, "checkpoint", global_step=130), ev(200, "requeued", state="PENDING", restart=0),
+           ev(200.01, "pending", reason="BeginTime")]
     waiting = summarize(log, now=T0 + 260)
     assert waiting.state == "pending" and waiting.preemptions == 1
     assert (waiting.seconds_work_lost, waiting.seconds_waiting) == (70.0, 60.0)
@@ -216,18 +217,20 @@ def test_a_slurm_requeue_after_a_hard_stop_is_dated_by_the_pending_record_not_th
     assert summarize(restarted, now=T0 + 400).seconds_lost == 70.0 + 100.0
 
 
-def test_a_pending_record_racing_the_jobs_start_does_not_end_the_run() -> None:
-    # the executor polled squeue just before the start and wrote the reason change just after it
-    log = [ev(0, "submitted"), ev(10.0, "started", nodes="c1", restart=0), ev(10.2, "pending", reason="Resources")]
-    s = summarize(log, now=T0 + 500)
-    assert (s.state, s.preemptions) == ("running", 0)
+def test_a_pending_record_never_ends_a_run() -> None:
+    # the executor polled squeue just before the start and wrote the reason change just after it; or
+    # long after: only `requeued` (or a later start) says the run ended, no time window guesses it
+    for late in (0.2, 300.0):
+        log = [ev(0, "submitted"), ev(10.0, "started", nodes="c1", restart=0), ev(10 + late, "pending", reason="Resources")]
+        s = summarize(log, now=T0 + 500)
+        assert (s.state, s.preemptions) == ("running", 0)
 
 
 def test_a_requeue_the_executor_saw_right_after_a_checkpoint_dates_the_hard_stop() -> None:
     # `scontrol requeue` a second after a checkpoint, seen at the next poll: too soon after the run's
     # last record for a bare `pending` to count, but `requeued` says the job left its nodes
     log = [ev(0, "submitted"), ev(10, "started", nodes="n[1-2]", restart=0), ev(100, "checkpoint", global_step=100),
-           ev(102, "requeued", state="PENDING"), ev(102.01, "pending", reason="JobHeldAdmin"),
+           ev(102, "requeued", state="PENDING", restart=0), ev(102.01, "pending", reason="JobHeldAdmin"),
            ev(130, "started", nodes="n[1-2]", restart=1)]
     model = build_timeline({"train/all": log}, now=T0 + 200)
     assert [(r.start, r.end, r.ended) for r in model.bars[0].runs] == [(10.0, 102.0, "hard-stop"),
@@ -235,12 +238,19 @@ def test_a_requeue_the_executor_saw_right_after_a_checkpoint_dates_the_hard_stop
     assert model.bars[0].waits == [Wait(0.0, 10.0, ""), Wait(102.0, 130.0, "JobHeldAdmin")]
 
 
-def test_a_requeue_record_written_just_after_the_jobs_next_start_ends_nothing() -> None:
+def test_a_requeue_record_written_just_after_the_jobs_next_start_ends_only_the_run_it_names() -> None:
     # the poll saw the job pending; it started before the executor wrote what it saw
     log = [ev(0, "submitted"), ev(10, "started", nodes="n1", restart=0), ev(100, "checkpoint", global_step=100),
-           ev(130.0, "started", nodes="n1", restart=1), ev(130.1, "requeued", state="PENDING")]
+           ev(130.0, "started", nodes="n1", restart=1), ev(130.1, "requeued", state="PENDING", restart=0)]
     runs = build_timeline({"train/all": log}, now=T0 + 200).bars[0].runs
     assert [(r.start, r.end, r.ended) for r in runs] == [(10.0, 130.0, "hard-stop"), (130.0, 200.0, "running")]
+
+
+def test_a_requeued_record_of_an_older_version_ends_the_jobs_open_run() -> None:
+    log = [ev(0, "submitted"), ev(10, "started", nodes="n1", restart=0), ev(100, "requeued", state="PENDING"),
+           ev(130, "started", nodes="n1", restart=1)]
+    runs = build_timeline({"train/all": log}, now=T0 + 200).bars[0].runs
+    assert [(r.start, r.end, r.ended) for r in runs] == [(10.0, 100.0, "hard-stop"), (130.0, 200.0, "running")]
 
 
 def test_the_jobs_start_logged_before_the_executors_submitted_record_is_not_a_new_job() -> None:
@@ -405,7 +415,7 @@ def test_a_run_slurm_requeued_after_the_step_finished_is_no_stop() -> None:
                                                                        requeued=True),
            ev(30, "started", restart=1, nodes="n1"), ev(31, "resumed", from_step=40, restart=1),
            ev(60, "training_done", global_step=100), ev(61, "ended", exit_code=0),
-           ev(62, "requeued", state="PENDING"), ev(62.5, "pending", reason="BeginTime"),
+           ev(62, "requeued", state="PENDING", restart=1), ev(62.5, "pending", reason="BeginTime"),
            ev(70, "started", restart=2, nodes="n1"), ev(70.1, "already_finished", restart=2),
            ev(70.2, "ended", exit_code=0), ev(71, "completed", state="COMPLETED", exit_code="")]
     (train,) = build_timeline({"train/all": log}).bars

@@ -11,13 +11,13 @@ name callers use is importable from here, as when this package was one module.
 
 from __future__ import annotations
 
-from .history import MARKER_KINDS, PENDING_AFTER_RUN_S, PREEMPTED, RUN_ENDS, STATES
+from .history import MARKER_KINDS, PREEMPTED, RUN_ENDS, STATES
 from .model import Bar, Marker, RunSpan, TimelineModel, Wait, build_timeline
 from .picture import MARKER_STYLE, RUN_COLOURS, RUN_LEGEND, WAIT_COLOUR, render
 from .summary import StepSummary, format_duration, format_steps_lost, summaries, summarize
 
 __all__ = [
-    "MARKER_KINDS", "MARKER_STYLE", "PENDING_AFTER_RUN_S", "PREEMPTED", "RUN_COLOURS", "RUN_ENDS", "RUN_LEGEND",
+    "MARKER_KINDS", "MARKER_STYLE", "PREEMPTED", "RUN_COLOURS", "RUN_ENDS", "RUN_LEGEND",
     "STATES", "WAIT_COLOUR",
     "Bar", "Marker", "RunSpan", "StepSummary", "TimelineModel", "Wait",
     "build_timeline", "format_duration", "format_steps_lost", "render", "summaries", "summarize",

@@ -7,10 +7,13 @@ after every requeue, with the same id). A run ends at whichever comes first of
     stop, a *signalled* stop; on SIGTERM (scancel, `scontrol requeue`, a preemption without the
     warning) it did not, which counts as a *hard stop* like the ones below,
   - `completed` / `failed` / `watchdog` of its job (the executor's verdict),
+  - the executor's `requeued` record of its job: Slurm lists the job queued again after that run
+    started (the record names the run by its `restart`; one without it, from an older version,
+    ends the job's open run),
   - the next `started` of the same job (Slurm requeued it) or any record of a newer job (`submitted`,
-    `resubmitted`, `started`): without an `interrupted` this is a *hard stop* (node failure, kill,
-    time limit without a signal). When the executor saw the job back in the queue (`requeued`), or
-    pending again after the run's last sign of life, the hard stop is dated at that record instead.
+    `resubmitted`, `started`).
+Without an `interrupted` these last two are a *hard stop* (node failure, kill, time limit without a
+signal). No end is inferred from time: a `pending` record only says why the job waits.
 A run with none of these yet is still going.
 
 Lost to preemption, for every run that ended by a signalled or hard stop:
@@ -29,16 +32,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Iterable, Mapping
 
 STATES = ("pending", "running", "completed", "failed", "interrupted", "unknown")
 RUN_ENDS = ("completed", "failed", "signalled", "hard-stop", "running")
 MARKER_KINDS = ("signal", "checkpoint", "resumed", "requeue", "resubmitted", "watchdog")
 PREEMPTED = ("signalled", "hard-stop")
-
-# a `pending` record this long after a run's last sign of life means the job went back to the queue
-# (a requeue Slurm did on its own); a shorter gap can be the executor's poll racing the job's start
-PENDING_AFTER_RUN_S = 5.0
 
 _RANK_EVENTS = {"rank_started", "rank_ready", "resumed", "checkpoint", "signal", "requeue_requested",
                 "interrupted", "training_done"}
@@ -99,7 +98,6 @@ class _Run:
     interrupted_step: int | None = None
     verdict: str | None = None          # "completed" | "failed" (the watchdog counts as failed)
     last_seen: float = 0.0              # newest record of this run
-    pending_since: float | None = None  # the executor saw the job pending again after last_seen
     last_checkpoint_ts: float | None = None
     max_step: int | None = None
     resumed_from: int | None = None
@@ -119,8 +117,7 @@ class _Run:
 
     def close(self, ts: float) -> None:
         if self.end is None:
-            # a hard stop is dated by the executor's view of the job back in the queue, when it had one
-            self.end = self.pending_since if (self.pending_since is not None and not self.interrupted) else ts
+            self.end = ts
 
     def first_step(self) -> int | None:
         return self.resumed_from if self.resumed_from is not None else (0 if self.trained else None)
@@ -203,12 +200,8 @@ def _analyse(events: Iterable[Any], step: str | None = None) -> _Step:
                                      + (f" ({cause})" if cause else "")))
         elif kind == "pending":
             s.pending.append((ts, job, _text(e.get("reason")) or ""))
-            _queued_again(s, job, ts, since=lambda run: run.last_seen)
         elif kind == "requeued":
-            # the executor saw this job run and then queued again: a stop for certain, however soon
-            # after the run's last record (a requeue right after a checkpoint). Measured from the
-            # run's start, so that a record written just after the job's next start ends nothing.
-            _queued_again(s, job, ts, since=lambda run: run.start)
+            _requeued(s, job, _int(e.get("restart")), ts)
         elif kind == "started":
             s.note_job(job)
             current = s.open_run()
@@ -237,19 +230,17 @@ def _analyse(events: Iterable[Any], step: str | None = None) -> _Step:
         elif kind in _RANK_EVENTS:
             _rank_event(s, ts, kind, job, e)
         # anything else: an event this version does not know, ignored
-    current = s.open_run()
-    if current is not None and current.pending_since is not None:
-        current.end = current.pending_since  # back in the queue since: Slurm requeued it after a hard stop
     return s
 
 
-def _queued_again(s: _Step, job: str | None, ts: float, since: Callable[[_Run], float]) -> None:
-    """The executor saw `job` in the queue at `ts`: when that is PENDING_AFTER_RUN_S or more after
-    `since` of its open run, the run stopped there (unless an earlier record already said so)."""
+def _requeued(s: _Step, job: str | None, restart: int | None, ts: float) -> None:
+    """The executor saw `job` queued again after its run `restart` started: that run ended (a
+    record written after the job's next start names the run before it, which that start ended)."""
     current = s.open_run()
-    if current is not None and current.pending_since is None and job is not None \
-            and current.job_id == job and ts - since(current) >= PENDING_AFTER_RUN_S:
-        current.pending_since = ts
+    if current is None or job is None or current.job_id != job:
+        return
+    if restart is None or current.restart == restart:
+        current.close(ts)
 
 
 def _rank_event(s: _Step, ts: float, kind: str, job: str | None, e: Mapping[str, Any]) -> None:
@@ -258,7 +249,6 @@ def _rank_event(s: _Step, ts: float, kind: str, job: str | None, e: Mapping[str,
     if run is not None:
         if run.end is None:
             run.last_seen = ts
-            run.pending_since = None  # the job is alive after all: that pending record was stale
         if global_step is not None:
             run.trained = True
             run.max_step = global_step if run.max_step is None else max(run.max_step, global_step)
@@ -334,7 +324,7 @@ def _state(s: _Step) -> str:
         if last.verdict is not None:
             return last.verdict
         # stopped: waiting for Slurm's requeue (or the executor's resubmission) once it is queued again
-        if last.pending_since is not None or any(ts >= (last.end or 0) for ts, _, _ in s.pending):
+        if any(ts >= (last.end or 0) for ts, _, _ in s.pending):
             return "pending"
         return "interrupted"
     if s.verdict is not None and (s.latest_job_ts is None or s.verdict[1] >= s.latest_job_ts):
