@@ -423,3 +423,9 @@ def test_a_run_slurm_requeued_after_the_step_finished_is_no_stop() -> None:
     assert train.runs[1].end == 61.0  # its own end, not the next run's
     s = summarize(log, now=T0 + 100)
     assert (s.state, s.runs, s.preemptions) == ("completed", 3, 1)
+
+
+def test_a_step_whose_run_the_executor_saw_requeued_is_pending_even_without_a_reason() -> None:
+    log = [ev(0, "submitted"), ev(10, "started", nodes="n1", restart=0), ev(100, "requeued", state="PENDING", restart=0)]
+    s = summarize(log, now=T0 + 150)
+    assert (s.state, s.pending_reason, s.preemptions) == ("pending", None, 1)

@@ -236,6 +236,7 @@ def _analyse(events: Iterable[Any], step: str | None = None) -> _Step:
 def _requeued(s: _Step, job: str | None, restart: int | None, ts: float) -> None:
     """The executor saw `job` queued again after its run `restart` started: that run ended (a
     record written after the job's next start names the run before it, which that start ended)."""
+    s.pending.append((ts, job, ""))  # a sighting of the job in the queue, without a reason
     current = s.open_run()
     if current is None or job is None or current.job_id != job:
         return
