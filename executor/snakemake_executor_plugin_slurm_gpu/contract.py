@@ -131,10 +131,10 @@ INTERRUPTED_MARKER = "interrupted.json"
 _STEP_CHECKPOINT = re.compile(r"step-(\d+)\.ckpt")
 
 
-def checkpoint_name(step: int) -> str:
-    """The file (or sharded directory) name of the runtime's checkpoint of `step`: 'step-000001200.ckpt'
+def checkpoint_name(global_step: int) -> str:
+    """The file (or sharded directory) name of the runtime's checkpoint of `global_step`: 'step-000001200.ckpt'
     (zero-padded, so names sort by step)."""
-    return f"step-{step:09d}{CHECKPOINT_SUFFIX}"
+    return f"step-{global_step:09d}{CHECKPOINT_SUFFIX}"
 
 
 def checkpoint_step(name: str) -> int | None:
@@ -145,14 +145,14 @@ def checkpoint_step(name: str) -> int | None:
 
 # ---------------------------------------------------------------- the interrupted marker
 
-def write_interrupted_marker(checkpoint_dir: str | Path, *, job_id: str | None, step: int,
+def write_interrupted_marker(checkpoint_dir: str | Path, *, job_id: str | None, global_step: int,
                              signals: Sequence[str], requeued: bool) -> Path:
-    """Rank 0, when it stopped on purpose: which job stopped at which step on which signals, and
+    """Rank 0, when it stopped on purpose: which job stopped at which global step on which signals, and
     whether Slurm accepted the requeue request. Written all-or-nothing; returns its path."""
     # imported here, not at the top: this module stays a leaf that every module may import
     from .atomic import atomic_write_bytes
 
-    marker = {"job_id": job_id, "step": step, "signals": list(signals),
+    marker = {"job_id": job_id, "step": global_step, "signals": list(signals),
               "at": datetime.now(timezone.utc).isoformat(), "requeued": requeued}
     path = Path(checkpoint_dir) / INTERRUPTED_MARKER
     atomic_write_bytes(path, json.dumps(marker).encode())

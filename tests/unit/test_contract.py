@@ -58,7 +58,7 @@ def test_every_event_kind_is_documented_with_its_fields() -> None:
 # ---------------------------------------------------------------- the interrupted marker
 
 def test_the_marker_reads_back_as_written(tmp_path: Path) -> None:
-    path = write_interrupted_marker(tmp_path, job_id="123", step=7, signals=["SIGUSR1"], requeued=False)
+    path = write_interrupted_marker(tmp_path, job_id="123", global_step=7, signals=["SIGUSR1"], requeued=False)
     assert path == tmp_path / contract.INTERRUPTED_MARKER
     marker = read_interrupted_marker(tmp_path)
     assert marker is not None

@@ -26,7 +26,7 @@ from ..contract import CheckpointReason, EventKind, StopReason
 from . import requeue, signals
 from .requeue import Interrupted
 
-# (step, why): write the checkpoint of `step`; called on every rank, so that a collective save can be one
+# (global_step, why): write the checkpoint of `global_step`; called on every rank, so that a collective save can be one
 Save = Callable[[int, CheckpointReason], None]
 # a barrier of all ranks; the name says which (Lightning's barriers take one)
 Wait = Callable[[str], None]
@@ -57,47 +57,47 @@ class Boundary:
         """Timed checkpoints count from now (training starts after set-up that may take long)."""
         self._last_save = time.monotonic()
 
-    def saved(self, step: int) -> None:
-        """The checkpoint of `step` is written: the clock restarts and `step` is not saved again."""
+    def saved(self, global_step: int) -> None:
+        """The checkpoint of `global_step` is written: the clock restarts and `global_step` is not saved again."""
         self._last_save = time.monotonic()
-        self.last_saved_step = step
+        self.last_saved_step = global_step
 
-    def reached(self, step: int, agree: Agree, save: Save, wait: Wait) -> None:
+    def reached(self, global_step: int, agree: Agree, save: Save, wait: Wait) -> None:
         """Every rank, after every optimizer step: agree on what is due, save it, stop when told to
         (raises Interrupted)."""
-        periodic = bool(self.every_n_steps) and step % self.every_n_steps == 0
+        periodic = bool(self.every_n_steps) and global_step % self.every_n_steps == 0
         timed = self.every_s is not None and self.rank0 and time.monotonic() - self._last_save >= self.every_s
         requeue_now, timed, terminate = agree(timed)
-        fresh = step != self.last_saved_step
+        fresh = global_step != self.last_saved_step
         if terminate and not requeue_now:
-            self.stop(step, StopReason.SIGTERM, wait, save if signals.checkpoint_on_term() and fresh else None)
+            self.stop(global_step, StopReason.SIGTERM, wait, save if signals.checkpoint_on_term() and fresh else None)
         if requeue_now:
-            self.stop(step, StopReason.REQUEUE_SIGNAL, wait, save if fresh else None)
+            self.stop(global_step, StopReason.REQUEUE_SIGNAL, wait, save if fresh else None)
         if (periodic or timed) and fresh:
-            save(step, CheckpointReason.PERIODIC if periodic else CheckpointReason.TIMED)
+            save(global_step, CheckpointReason.PERIODIC if periodic else CheckpointReason.TIMED)
 
-    def stop(self, step: int, why: StopReason, wait: Wait, save: Save | None = None) -> NoReturn:
-        """Every rank, once all agreed to stop at `step`: the stop described at the top of this module.
+    def stop(self, global_step: int, why: StopReason, wait: Wait, save: Save | None = None) -> NoReturn:
+        """Every rank, once all agreed to stop at `global_step`: the stop described at the top of this module.
         `save` None: no checkpoint now (the newest one resumes)."""
         if why is StopReason.SIGTERM:
             self.interrupted = why
             if save is not None:
-                save(step, CheckpointReason.SIGTERM)
+                save(global_step, CheckpointReason.SIGTERM)
             if self.rank0:
-                events.emit(EventKind.INTERRUPTED, global_step=step, why=why)
+                events.emit(EventKind.INTERRUPTED, global_step=global_step, why=why)
                 if self.mark_sigterm:
-                    requeue.note_stop(self.directory, step)
+                    requeue.note_stop(self.directory, global_step)
             wait(STOP_BARRIER)  # kill-on-bad-exit: rank 0 writes its marker first
             raise Interrupted("received SIGTERM")
         if self.rank0:
-            events.emit(EventKind.SIGNAL, signal=",".join(signals.received().names) or "requeue", global_step=step,
-                        restart=self.restart)
+            events.emit(EventKind.SIGNAL, signal=",".join(signals.received().names) or "requeue",
+                        global_step=global_step, restart=self.restart)
         if save is not None:
-            save(step, CheckpointReason.SIGNAL)
+            save(global_step, CheckpointReason.SIGNAL)
         self.interrupted = why
         if self.rank0:
             # before the requeue request: once Slurm has it, this process may be killed any moment
-            events.emit(EventKind.INTERRUPTED, global_step=step, why=why)
-            requeue.request(self.directory, step, requeue=self.requeue)
+            events.emit(EventKind.INTERRUPTED, global_step=global_step, why=why)
+            requeue.request(self.directory, global_step, requeue=self.requeue)
         wait(REQUEUE_BARRIER)
-        raise Interrupted(f"checkpointed at step {step} on the requeue signal")
+        raise Interrupted(f"checkpointed at step {global_step} on the requeue signal")

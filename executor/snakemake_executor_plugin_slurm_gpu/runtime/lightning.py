@@ -132,8 +132,8 @@ class Resumable(pl.Callback):
             exception.code = INTERRUPTED_EXIT_CODE
 
     # ------------------------------------------------------------ actions
-    def _save(self, trainer: pl.Trainer, step: int, why: str = CheckpointReason.PERIODIC) -> None:
-        final = self.directory / contract.checkpoint_name(step)
+    def _save(self, trainer: pl.Trainer, global_step: int, why: str = CheckpointReason.PERIODIC) -> None:
+        final = self.directory / contract.checkpoint_name(global_step)
         # collective: every rank takes part. DDP-like strategies have rank 0 write one file; FSDP with
         # state_dict_type="sharded" and DeepSpeed make `tmp` a directory every rank writes into. So the
         # temporary name is rank 0's, the same on every rank, and fresh: no leftover of a killed save
@@ -149,14 +149,14 @@ class Resumable(pl.Callback):
             try:
                 if tmp.is_dir() and not tmp.is_symlink():
                     # sharded: 0700/0600 throughout, manifest of every file, one rename onto `final`
-                    checkpoints.publish_directory(tmp, final, step)
+                    checkpoints.publish_directory(tmp, final, global_step)
                 else:
                     os.chmod(tmp, 0o600)  # a pickle: nobody else may read (or, with a lax umask, write) it
                     # durable as atomic_output's renames: the data before the name, the name before the manifest
                     replace_durably(tmp, final)
-                    checkpoints.write_manifest(final, step)
+                    checkpoints.write_manifest(final, global_step)
                 self._prune()
-                events.emit(EventKind.CHECKPOINT, global_step=step, path=str(final), why=why)
+                events.emit(EventKind.CHECKPOINT, global_step=global_step, path=str(final), why=why)
             except Exception as error:  # noqa: BLE001 - passed to every rank below, then raised
                 failure = error
         # rank 0's outcome where a bare barrier was: when rank 0 failed, every rank raises now instead
@@ -166,7 +166,7 @@ class Resumable(pl.Callback):
             raise failure
         if problem is not None:
             raise RuntimeError(f"slurm-gpu: rank 0 could not finish checkpoint {final}: {problem}")
-        self._boundary.saved(step)
+        self._boundary.saved(global_step)
 
     def _prune(self) -> None:
         ours = sorted(self.directory.glob("step-*.ckpt"))

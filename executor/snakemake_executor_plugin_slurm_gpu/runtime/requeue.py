@@ -26,8 +26,8 @@ class Interrupted(SystemExit):
         self.reason = reason
 
 
-def request(directory: str | Path, step: int, requeue: bool = True) -> bool:
-    """Rank 0 only, after the checkpoint of `step` is on disk: `scontrol requeue` this job (unless
+def request(directory: str | Path, global_step: int, requeue: bool = True) -> bool:
+    """Rank 0 only, after the checkpoint of `global_step` is on disk: `scontrol requeue` this job (unless
     `requeue` is False or SLURM_GPU_MAX_REQUEUES restarts have happened) and leave the
     interrupted marker that the executor reads when the job ends without Slurm having requeued it,
     to resubmit the step instead. Returns whether Slurm accepted the requeue."""
@@ -49,16 +49,16 @@ def request(directory: str | Path, step: int, requeue: bool = True) -> bool:
                     log.warning("slurm-gpu: scontrol requeue %s failed: %s", target, done.stderr.strip())
             except (OSError, subprocess.SubprocessError) as e:
                 log.warning("slurm-gpu: scontrol requeue %s failed: %s", target, e)
-    write_interrupted_marker(directory, job_id=job_id, step=step, signals=signals.received().names,
+    write_interrupted_marker(directory, job_id=job_id, global_step=global_step, signals=signals.received().names,
                              requeued=requeued)
-    events.emit(EventKind.REQUEUE_REQUESTED, global_step=step, requeued=requeued)
+    events.emit(EventKind.REQUEUE_REQUESTED, global_step=global_step, requeued=requeued)
     return requeued
 
 
-def note_stop(directory: str | Path, step: int) -> None:
+def note_stop(directory: str | Path, global_step: int) -> None:
     """Rank 0 only, when the ranks stop on SIGTERM: leave the interrupted marker, so that a job that
     ends FAILED while Slurm's preemption grace time runs (the batch script ends with its ranks,
     before Slurm's requeue comes) is resubmitted by the executor instead of failing the step. No
     requeue request: SIGTERM also comes from scancel, and a requeue would undo the cancel."""
-    write_interrupted_marker(directory, job_id=os.environ.get("SLURM_JOB_ID"), step=step,
+    write_interrupted_marker(directory, job_id=os.environ.get("SLURM_JOB_ID"), global_step=global_step,
                              signals=signals.received().names, requeued=False)
