@@ -133,7 +133,11 @@ def test_after_a_signalled_requeue_the_256_rank_world_is_formed_again(scale_clus
     assert states[0] in ("REQUEUED", "PREEMPTED") and states[-1] == "COMPLETED", states
     evs = step_events(workdir)
     assert runs_of(evs) == [0, 1]
-    assert any(e["event"] == "requeue_requested" and e["requeued"] for e in evs)
+    # rank 0 took the signal at a step boundary and asked for the requeue. Its `scontrol requeue` usually
+    # does it; when 256 ranks on 2 cores take the whole GraceTime (15 s) to agree, Slurm's own preemption
+    # requeue comes first and the request finds the job already requeued. Either way it is the same job,
+    # requeued in place (asserted above), and the world forms again (below).
+    assert any(e["event"] == "requeue_requested" for e in evs)
     for restart in (0, 1):
         ready = [e["rank"] for e in evs if e["event"] == "rank_ready" and e["restart"] == restart]
         assert sorted(ready) == list(range(256))
