@@ -15,6 +15,7 @@ import signal
 from dataclasses import dataclass
 from typing import Iterable
 
+from .contract import Env
 from .slurm import UsageRecord
 
 # Slurm 22.05 to 26.05: "srun: error: n2: task 3: Killed", "srun: error: n1: tasks 0-1: Terminated"
@@ -108,7 +109,6 @@ def explain(log_text: str, signal_name: str | None, resumable: bool,
     ends = rank_ends(last_run(log_text))
     requeue_signal = None
     if signal_name:
-        from .contract import Env
         from .runtime.signals import requeue_signal as named  # torch-free
 
         try:

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, Callable, NamedTuple
 
 from . import private
+from .batch_script import render_batch_script
 from .paths import StepPaths
 
 
@@ -93,8 +94,6 @@ def make_script(files: StepFiles, job: Any, spec: Any, paths: StepPaths, options
     """The step's batch script, rendered and kept (the text, its file), whichever backend runs it.
     A step that runs its own shell command gets its outputs prepared first, as the job-side
     Snakemake would."""
-    from .batch_script import render_batch_script
-
     command = step_command(job, paths, spec)
     if command.direct:
         try:

@@ -51,15 +51,22 @@ def _zip_problem(path: Path) -> str | None:
     return None
 
 
-def _directory_problem(path: Path, manifest: _Manifest) -> str | None:
-    """None when the directory holds exactly the files its manifest lists, with their sizes and hashes."""
-    assert manifest.files is not None
+def _listing(path: Path) -> dict[str, int] | str:
+    """The directory's files and sizes (_tree), or why it cannot be trusted or read."""
     try:
-        found = _tree(path)
+        return _tree(path)
     except _NotPlain as error:
         return str(error)
     except OSError as error:
         return f"unreadable ({error})"
+
+
+def _directory_problem(path: Path, manifest: _Manifest) -> str | None:
+    """None when the directory holds exactly the files its manifest lists, with their sizes and hashes."""
+    assert manifest.files is not None
+    found = _listing(path)
+    if isinstance(found, str):
+        return found
     missing = sorted(set(manifest.files) - set(found))
     if missing:
         return f"{len(missing)} file(s) the manifest lists are missing: {', '.join(missing[:5])}"
@@ -82,12 +89,9 @@ def _directory_problem(path: Path, manifest: _Manifest) -> str | None:
 def _verify_directory_without_manifest(path: Path) -> CheckpointInfo | str:
     """A directory nobody recorded: trusted only when torch.distributed.checkpoint finished it (its
     coordinator writes .metadata after every rank's data) and every torch.save file in it is whole."""
-    try:
-        found = _tree(path)
-    except _NotPlain as error:
-        return str(error)
-    except OSError as error:
-        return f"unreadable ({error})"
+    found = _listing(path)
+    if isinstance(found, str):
+        return found
     if not found.get(DCP_METADATA):
         return (f"a directory without a manifest, and without torch.distributed.checkpoint's {DCP_METADATA} "
                 "(written last): nothing says it is complete")

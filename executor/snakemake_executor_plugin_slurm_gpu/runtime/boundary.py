@@ -101,3 +101,19 @@ class Boundary:
             requeue.request(self.directory, global_step, requeue=self.requeue)
         wait(REQUEUE_BARRIER)
         raise Interrupted(f"checkpointed at step {global_step} on the requeue signal")
+
+
+class StopsAtBoundaries:
+    """For a training driver that holds its Boundary as `_boundary` (Resumable, Session): why
+    training stopped on purpose (contract.StopReason, or the SystemExit that ended a Lightning fit);
+    None while it has not."""
+
+    _boundary: Boundary
+
+    @property
+    def interrupted(self) -> str | None:
+        return self._boundary.interrupted
+
+    @interrupted.setter
+    def interrupted(self, why: str | None) -> None:
+        self._boundary.interrupted = why

@@ -39,7 +39,7 @@ import torch.distributed as dist
 from .. import checkpoints, contract, events
 from ..contract import CheckpointReason, EventKind, StopReason
 from . import collective, rendezvous, signals
-from .boundary import Boundary
+from .boundary import Boundary, StopsAtBoundaries
 from .progress import Progress
 from .environment import Geometry, checkpoint_dir, geometry, local_device_index, world_view
 from .requeue import Interrupted
@@ -49,7 +49,7 @@ log = logging.getLogger(__name__)
 __all__ = ["Interrupted", "Session"]
 
 
-class Session:
+class Session(StopsAtBoundaries):
     """This rank's part of the step: process group, device, checkpoints, signals."""
 
     def __init__(self, every_n_steps: int | None = 100, every_minutes: float | None = None,
@@ -96,15 +96,6 @@ class Session:
                                "slurm-gpu step (its batch script exports them)")
         dist.init_process_group(backend, init_method="env://", rank=self.world.rank,
                                 world_size=self.world.world_size, timeout=timedelta(seconds=timeout_s))
-
-    @property
-    def interrupted(self) -> str | None:
-        """Why training stopped on purpose (contract.StopReason); None while it has not."""
-        return self._boundary.interrupted
-
-    @interrupted.setter
-    def interrupted(self, why: str | None) -> None:
-        self._boundary.interrupted = why
 
     @property
     def rank(self) -> int:

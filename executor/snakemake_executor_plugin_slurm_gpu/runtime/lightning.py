@@ -35,13 +35,13 @@ from .. import checkpoints, contract, events
 from ..atomic import replace_durably
 from ..contract import CheckpointReason, EventKind
 from . import collective, rendezvous, signals
-from .boundary import Boundary
+from .boundary import Boundary, StopsAtBoundaries
 from .environment import checkpoint_dir, under_torchrun
 from .requeue import INTERRUPTED_EXIT_CODE, Interrupted, note_stop  # noqa: F401 - part of this module's interface
 
 log = logging.getLogger(__name__)
 
-class Resumable(pl.Callback):
+class Resumable(StopsAtBoundaries, pl.Callback):
     """Checkpoint every `every_n_steps` steps and/or `every_minutes` minutes, and right away when
     Slurm sends the requeue signal; then rank 0 alone asks Slurm to requeue the job."""
 
@@ -59,15 +59,6 @@ class Resumable(pl.Callback):
         self._boundary = Boundary(self.directory, rank0=self._rank == 0, restart=self._restart,
                                   every_n_steps=every_n_steps, every_s=self.every_s, requeue=requeue)
         rendezvous.announce()  # rank_started, before the process group forms
-
-    @property
-    def interrupted(self) -> str | None:
-        """Why training stopped on purpose (contract.StopReason, or the SystemExit that ended fit); None if not."""
-        return self._boundary.interrupted
-
-    @interrupted.setter
-    def interrupted(self, why: str | None) -> None:
-        self._boundary.interrupted = why
 
     # ------------------------------------------------------------ resume
     def resume_path(self) -> str | None:
