@@ -97,13 +97,13 @@ class BatchJobs:
                     return self.resubmit(job_info, reason, stop, nodes)
                 case Succeed():
                     assert job_info is not None
-                    self.tracker.forget(job_info.external_jobid)
+                    self.tracker.forget(job_info.external_jobid, step_ended=True)
                     attach.clear_record(paths.submission_record)
                     after_success(paths, spec.resumable, self.settings, self.logger)
                     self.host.report_job_success(job_info)
                 case Fail(reason=reason, ranks_ended=ranks_ended):
                     assert job_info is not None
-                    self.tracker.forget(job_info.external_jobid)
+                    self.tracker.forget(job_info.external_jobid, step_ended=True)
                     attach.clear_record(paths.submission_record)
                     self.host.report_job_error(job_info, msg=failure_message(
                         f"step {paths.key}, Slurm job {job_info.external_jobid}", reason,
@@ -261,9 +261,8 @@ class BatchJobs:
         for line in self.tracker.read(paths.event_log, job_id, spec.nodes * spec.ranks_per_node):
             self.logger.info(f"slurm-gpu: step {paths.key}, Slurm job {job_id}: {line}")
         after = self.tracker.current_run(job_id)
-        if after is not None and (before is None or before[0] != after[0]):
-            restart = after[1][0].get("restart") if after[1] else None
-            self.advance(paths, spec, lifecycle.RunStarted(restart if isinstance(restart, int) else None))
+        if after is not None and (before is None or before.started_ts != after.started_ts):
+            self.advance(paths, spec, lifecycle.RunStarted(after.restart))
 
     def ended_at(self, active_jobs: Sequence[SubmittedJobInfo]) -> list[float | None]:
         return [self.tracker.ended_at(j.external_jobid) for j in active_jobs]
@@ -333,7 +332,7 @@ class BatchJobs:
         run = self.tracker.current_run(job_id)
         if run is None:
             return None
-        started_ts, run_events = run
+        started_ts, _, run_events = run
         timeout = self.settings.rendezvous_timeout_s
         hang = watchdog.check(run_events, spec.nodes * spec.ranks_per_node, spec.ranks_per_node, started_ts,
                               time.time(), timeout)

@@ -1,15 +1,17 @@
 """What the executor follows of each live step between polls: the new lines in the step's event
-log (written by the job and its ranks), turned into one console line per transition, the events of
-each job's current run (for the hang and stall watchdogs). What Slurm's queue says is the step's
-life's (lifecycle.py)."""
+log (written by the job and its ranks), turned into one console line per transition, and the step's
+runs as timeline/history.py reads them (the same code as `status` and `timeline`): each job's
+current run for the hang and stall watchdogs and for the lifecycle's RunStarted. What Slurm's queue
+says is the step's life's (lifecycle.py)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, NamedTuple
 
 from . import events
+from .timeline.history import History, Run
 
 
 def _n(value: Any) -> str:
@@ -39,56 +41,60 @@ def describe(entry: Mapping[str, Any]) -> str | None:
     return None
 
 
-@dataclass
-class _Run:
+class CurrentRun(NamedTuple):
     started_ts: float
-    events: list[dict[str, Any]] = field(default_factory=list)
-    announced_ready: bool = False
+    restart: int | None
+    events: list[dict[str, Any]]   # its job-side records, `started` first
 
 
 @dataclass
 class StepTracker:
-    """Per job id: the current run and when its batch script said it ended; per event log: the read offset."""
+    """Per event log: the read offset and the step's History (timeline/history.py, the same reader
+    as `slurm-gpu status` and `timeline`); per job id, the log it writes to. The runs, their ends
+    and their records come from the History; this keeps only what the console said."""
 
     _offsets: dict[Path, int] = field(default_factory=dict)
-    _runs: dict[str, _Run] = field(default_factory=dict)
-    _ended: dict[str, float] = field(default_factory=dict)
+    _histories: dict[Path, History] = field(default_factory=dict)
+    _logs: dict[str, Path] = field(default_factory=dict)
+    _announced: set[tuple[str, float]] = field(default_factory=set)  # runs whose full world was said
 
     def read(self, log: Path, job_id: str, world_size: int) -> list[str]:
         """New job-side events of `log` that belong to `job_id`: console lines for the transitions
-        among them. Also keeps the current run's events for run_events()."""
+        among them. The History takes every new record (the executor's too)."""
         new, self._offsets[log] = events.read_from(log, self._offsets.get(log, 0))
-        lines = []
-        for entry in new:
-            if entry.get("source") == "executor" or str(entry.get("job_id")) != job_id:
-                continue
-            if entry.get("event") == "started":
-                self._runs[job_id] = _Run(float(entry.get("ts") or 0))
-                self._ended.pop(job_id, None)
-            elif entry.get("event") == "ended":
-                self._ended[job_id] = float(entry.get("ts") or 0)
-            run = self._runs.get(job_id)
-            if run is not None:
-                run.events.append(entry)
-            text = describe(entry)
-            if text:
-                lines.append(text)
-            if run is not None and not run.announced_ready and entry.get("event") == "rank_ready":
-                ready = {e.get("rank") for e in run.events if e.get("event") == "rank_ready"}
-                if len(ready) >= world_size > 1:
-                    run.announced_ready = True
-                    lines.append(f"all {world_size} ranks joined the process group")
+        self._logs[job_id] = log
+        history = self._histories.setdefault(log, History())
+        history.add(new)
+        lines = [text for entry in new
+                 if entry.get("source") != "executor" and str(entry.get("job_id")) == job_id
+                 and (text := describe(entry))]
+        run = history.step.latest_run(job_id)
+        if run is not None and world_size > 1 and (job_id, run.start) not in self._announced:
+            ready = {e.get("rank") for e in run.records if e.get("event") == "rank_ready"}
+            if len(ready) >= world_size:
+                self._announced.add((job_id, run.start))
+                lines.append(f"all {world_size} ranks joined the process group")
         return lines
 
-    def current_run(self, job_id: str) -> tuple[float, list[dict[str, Any]]] | None:
-        """(start time, events) of the job's latest run, if it started."""
-        run = self._runs.get(job_id)
-        return None if run is None else (run.started_ts, run.events)
+    def _run(self, job_id: str) -> Run | None:
+        log = self._logs.get(job_id)
+        history = self._histories.get(log) if log is not None else None
+        return history.step.latest_run(job_id) if history is not None else None
+
+    def current_run(self, job_id: str) -> CurrentRun | None:
+        """The job's latest run, if it started."""
+        run = self._run(job_id)
+        return None if run is None else CurrentRun(run.start, run.restart, run.records)
 
     def ended_at(self, job_id: str) -> float | None:
         """When the job's batch script said it reached its end (its latest run), if it did."""
-        return self._ended.get(job_id)
+        run = self._run(job_id)
+        return None if run is None else run.script_ended
 
-    def forget(self, job_id: str) -> None:
-        self._ended.pop(job_id, None)
-        self._runs.pop(job_id, None)
+    def forget(self, job_id: str, step_ended: bool = False) -> None:
+        """The job is no longer followed; when its step ended, neither is the step's History (the
+        read offset stays, so that a retry of the step does not say the old lines again)."""
+        log = self._logs.pop(job_id, None)
+        self._announced = {key for key in self._announced if key[0] != job_id}
+        if step_ended and log is not None:
+            self._histories.pop(log, None)

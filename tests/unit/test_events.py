@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from snakemake_executor_plugin_slurm_gpu import events, watchdog
+from snakemake_executor_plugin_slurm_gpu import events, timeline, watchdog
 from snakemake_executor_plugin_slurm_gpu.tracking import StepTracker, describe
 
 
@@ -122,8 +122,8 @@ def test_tracker_reads_only_new_lines_of_its_job_and_says_when_all_ranks_joined(
     write_events(log, job_event("rank_ready", rank=3, restart=0), job_event("rank_ready", rank=3, restart=0))
     assert tracker.read(log, "5", world_size=4) == ["all 4 ranks joined the process group"]
     assert tracker.read(log, "5", world_size=4) == []
-    started, run = tracker.current_run("5")
-    assert started == 100.0 and len(run) == 6
+    run = tracker.current_run("5")
+    assert run is not None and run.started_ts == 100.0 and run.restart == 0 and len(run.events) == 6
 
 
 def test_a_new_start_begins_a_new_run(tmp_path: Path) -> None:
@@ -132,8 +132,27 @@ def test_a_new_start_begins_a_new_run(tmp_path: Path) -> None:
     write_events(log, job_event("started", restart=0), job_event("rank_ready", rank=0, restart=0),
                  {**job_event("started", restart=1), "ts": 200.0})
     tracker.read(log, "5", world_size=2)
-    started, run = tracker.current_run("5")
-    assert started == 200.0 and [e["event"] for e in run] == ["started"]
+    run = tracker.current_run("5")
+    assert run is not None and run.started_ts == 200.0 and run.restart == 1
+    assert [e["event"] for e in run.events] == ["started"]
+
+
+def test_the_tracker_reads_runs_as_the_timeline_does(tmp_path: Path) -> None:
+    """The executor's `requeued` record ends the run for both; the next start is a new run."""
+    log = tmp_path / "log.jsonl"
+    tracker = StepTracker()
+    write_events(log, job_event("started", nodes="n1", restart=0), job_event("ended", exit_code=143),
+                 {**job_event("requeued", restart=0), "source": "executor", "ts": 150.0})
+    assert tracker.read(log, "5", world_size=1) == ["started on n1"]
+    assert tracker.ended_at("5") == 100.0
+    assert timeline.summarize(events.read(log)).state == "pending"
+    write_events(log, {**job_event("started", nodes="n2", restart=1), "ts": 200.0})
+    assert tracker.read(log, "5", world_size=1) == ["started on n2 (restart 1)"]
+    run = tracker.current_run("5")
+    assert run is not None and (run.started_ts, run.restart) == (200.0, 1) and tracker.ended_at("5") is None
+    tracker.forget("5", step_ended=True)
+    assert tracker.current_run("5") is None
+    assert tracker.read(log, "5", world_size=1) == []  # the lines already said are not said again
 
 
 # ---------------------------------------------------------------- watchdog.py

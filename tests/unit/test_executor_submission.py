@@ -142,8 +142,11 @@ def test_a_batch_script_that_says_it_ended_gets_slurm_asked_within_a_second(tmp_
     assert due(101.0)
     # another job's end, or an end long ago, is no reason to ask
     assert not due(101.0, [SimpleNamespace(external_jobid="10")])
-    me.tracker._ended["9"] = clock.time() - 60
-    assert not due(101.0)
+    long_ago = clock.time() - 60
+    events.append(log, {**events.record("started", "train/all", "job", "11", nodes="n1", restart=0), "ts": long_ago})
+    events.append(log, {**events.record("ended", "train/all", "job", "11", exit_code=0), "ts": long_ago})
+    me.tracker.read(log, "11", 1)
+    assert not due(101.0, [SimpleNamespace(external_jobid="11")])
     # a requeued job starts again: its earlier end no longer counts
     events.append(log, events.record("ended", "train/all", "job", "9", exit_code=143))
     events.append(log, events.record("started", "train/all", "job", "9", nodes="n2", restart=1))

@@ -28,6 +28,7 @@ from hypothesis import strategies as st
 from snakemake_executor_plugin_slurm_gpu import events
 from snakemake_executor_plugin_slurm_gpu.timeline import (
     MARKER_KINDS,
+    History,
     RUN_ENDS,
     STATES,
     Marker,
@@ -400,6 +401,28 @@ def test_any_sequence_of_records_gives_a_consistent_summary_and_timeline(log: li
         assert all(r.start <= r.end and r.ended in RUN_ENDS for r in b.runs)
         assert all(w.start < w.end for w in b.waits)
         assert all(m.kind in MARKER_KINDS for m in b.markers)
+
+
+def read_in_chunks(log: list[Any], cuts: list[int]) -> History:
+    history = History()
+    for start, end in zip([0, *sorted(cuts)], [*sorted(cuts), len(log)]):
+        history.add(log[start:end])
+    return history
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(RECORD, max_size=30), st.lists(st.integers(0, 30), max_size=6))
+def test_a_log_read_as_it_grows_gives_the_history_read_at_once(log: list[dict[str, Any]], cuts: list[int]) -> None:
+    """The executor follows a live step line by line; `status` reads the whole log later. Same story."""
+    at_once = read_in_chunks(log, [])
+    assert read_in_chunks(log, [min(c, len(log)) for c in cuts]).step == at_once.step
+
+
+def test_the_fixture_read_line_by_line_is_the_fixture_read_at_once_even_with_late_dated_lines() -> None:
+    for name, log in fixture_steps().items():
+        skewed = [*log[:2], {**log[-1], "ts": log[0]["ts"]}, *log[2:]] if len(log) > 2 else log  # another clock
+        for records in (log, skewed):
+            assert read_in_chunks(records, list(range(len(records)))).step == read_in_chunks(records, []).step, name
 
 
 def test_a_summary_round_trips_through_json() -> None:

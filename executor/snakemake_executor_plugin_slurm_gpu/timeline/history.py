@@ -67,12 +67,11 @@ def _text(value: Any) -> str | None:
     return None
 
 
-def _ordered(events: Iterable[Any]) -> list[tuple[float, dict[str, Any]]]:
-    """(ts, event) by time; file order breaks ties. A record without a usable ts takes the previous
-    one's (the file is append-only, so it happened after it); one before any ts is dropped."""
-    out: list[tuple[float, int, dict[str, Any]]] = []
-    last: float | None = None
-    for index, event in enumerate(events):
+def _stamped(events: Iterable[Any], last: float | None) -> tuple[list[tuple[float, dict[str, Any]]], float | None]:
+    """(ts, event) in file order. A record without a usable ts takes the previous one's (the file is
+    append-only, so it happened after it); one before any ts is dropped. Also the last ts seen."""
+    out: list[tuple[float, dict[str, Any]]] = []
+    for event in events:
         if not isinstance(event, Mapping) or not isinstance(event.get("event"), str):
             continue
         ts = _num(event.get("ts"))
@@ -81,14 +80,13 @@ def _ordered(events: Iterable[Any]) -> list[tuple[float, dict[str, Any]]]:
         if ts is None:
             continue
         last = ts
-        out.append((ts, index, dict(event)))
-    out.sort(key=lambda item: (item[0], item[1]))
-    return [(ts, event) for ts, _, event in out]
+        out.append((ts, dict(event)))
+    return out, last
 
 
 # ------------------------------------------------------------------ the analysis of one step
 @dataclass
-class _Run:
+class Run:
     job_id: str | None
     restart: int | None
     nodes: str
@@ -103,6 +101,8 @@ class _Run:
     resumed_from: int | None = None
     trained: bool = False               # some record carried a global step
     succeeded: bool = False             # its batch script ended with exit status 0
+    script_ended: float | None = None   # when its batch script said it ended, whatever the status
+    records: list[dict[str, Any]] = field(default_factory=list)  # its job-side records (the watchdogs')
 
     @property
     def ended(self) -> str:
@@ -139,7 +139,7 @@ class _Step:
     job_ids: list[str] = field(default_factory=list)
     resubmitted: int = 0
     submitted: int = 0
-    runs: list[_Run] = field(default_factory=list)
+    runs: list[Run] = field(default_factory=list)
     markers: list[_Marker] = field(default_factory=list)
     pending: list[tuple[float, str | None, str]] = field(default_factory=list)  # (ts, job, reason)
     verdict: tuple[str, float, str | None] | None = None  # (completed|failed, ts, job)
@@ -148,10 +148,14 @@ class _Step:
     last_checkpoint_step: int | None = None
     trained: bool = False
 
-    def open_run(self) -> _Run | None:
+    def open_run(self) -> Run | None:
         return self.runs[-1] if self.runs and self.runs[-1].end is None else None
 
-    def run_of(self, job_id: str | None) -> _Run | None:
+    def latest_run(self, job_id: str) -> Run | None:
+        """The newest run of exactly `job_id`."""
+        return next((run for run in reversed(self.runs) if run.job_id == job_id), None)
+
+    def run_of(self, job_id: str | None) -> Run | None:
         """The newest run of `job_id` (of any job when the record names none)."""
         for run in reversed(self.runs):
             if job_id is None or run.job_id is None or run.job_id == job_id:
@@ -167,70 +171,101 @@ def _fmt_step(step: int | None) -> str:
     return f"step {step:,}" if step is not None else "step ?"
 
 
+class History:
+    """A step's history, read as its event log grows: `add` the records appended since the last
+    call. It is the same whether the log is added at once or line by line, in file order: records
+    are applied by time (file order breaks ties), and one dated before a record already applied
+    (ranks on other nodes, other clocks) makes the whole history be read again in time order."""
+
+    def __init__(self, step: str | None = None) -> None:
+        self._name = step
+        self._stamped: list[tuple[float, dict[str, Any]]] = []
+        self._last_ts: float | None = None   # of the file's last record (a record without ts takes it)
+        self._applied_ts: float | None = None  # the newest ts applied
+        self.step = _Step(step=step or "?")
+
+    def add(self, events: Iterable[Any]) -> None:
+        new, self._last_ts = _stamped(events, self._last_ts)
+        self._stamped.extend(new)
+        if self._applied_ts is not None and any(ts < self._applied_ts for ts, _ in new):
+            self.step = _Step(step=self._name or "?")
+            self._applied_ts = None
+            new = sorted(self._stamped, key=lambda item: item[0])  # sorted() is stable: file order breaks ties
+        else:
+            new = sorted(new, key=lambda item: item[0])
+        for ts, event in new:
+            if self._name is None and isinstance(event.get("step"), str) and event["step"]:
+                self._name = self.step.step = event["step"]
+            _apply(self.step, ts, event)
+            self._applied_ts = ts
+
+
 def _analyse(events: Iterable[Any], step: str | None = None) -> _Step:
-    ordered = _ordered(events)
-    name = step
-    if name is None:
-        name = next((e["step"] for _, e in ordered if isinstance(e.get("step"), str) and e["step"]), "?")
-    s = _Step(step=name)
-    for ts, e in ordered:
-        kind = e["event"]
-        job = _text(e.get("job_id"))
-        s.first_ts = ts if s.first_ts is None else s.first_ts
-        s.last_ts = ts
-        if kind == "submitted":
-            s.submitted += 1
-            s.note_job(job)
-            s.first_submitted = ts if s.first_submitted is None else s.first_submitted
-            s.latest_job, s.latest_job_ts = job, ts
-            current = s.open_run()
-            if current is not None and job is not None and current.job_id != job:
-                current.close(ts)  # a new job for the step: the old one is gone
-        elif kind == "resubmitted":
-            s.resubmitted += 1
-            new = _text(e.get("new_job_id"))
-            s.note_job(job)
-            s.note_job(new)
-            s.latest_job, s.latest_job_ts = new, ts
-            current = s.open_run()
-            if current is not None and (job is None or current.job_id in (None, job)):
-                current.close(ts)
-            cause = _text(e.get("cause"))
-            s.markers.append(_Marker("resubmitted", ts, f"job {job or '?'} -> {new or '?'}"
-                                     + (f" ({cause})" if cause else "")))
-        elif kind == "pending":
-            s.pending.append((ts, job, _text(e.get("reason")) or ""))
-        elif kind == "requeued":
-            _requeued(s, job, _int(e.get("restart")), ts)
-        elif kind == "started":
-            s.note_job(job)
-            current = s.open_run()
-            if current is not None:
-                current.close(ts)  # a requeue of the same job, or a newer job: the run before stopped
-            s.runs.append(_Run(job_id=job, restart=_int(e.get("restart")), nodes=_text(e.get("nodes")) or "",
-                               start=ts, last_seen=ts))
-        elif kind == "ended":
-            run = s.run_of(job)
-            if run is not None and e.get("exit_code") == 0 and run.end is None:
-                run.succeeded, run.end = True, ts
-        elif kind in ("completed", "failed", "watchdog"):
-            verdict = "completed" if kind == "completed" else "failed"
-            run = s.run_of(job)
-            if run is not None and run is s.runs[-1]:
-                run.close(ts)
-                run.verdict = verdict
-            if kind == "watchdog":
-                why = _text(e.get("why")) or "hang"
-                s.markers.append(_Marker("watchdog", ts, f"watchdog: {why}"))
-            s.verdict = (verdict, ts, job)
-        elif kind == "stalled":
-            silent = [r for r in e.get("silent") or [] if isinstance(r, dict)]
-            who = ", ".join(f"rank {r.get('rank')} on {r.get('node')}" for r in silent) or "every rank waiting"
-            s.markers.append(_Marker("watchdog", ts, f"stall watchdog: {who}"))
-        elif kind in _RANK_EVENTS:
-            _rank_event(s, ts, kind, job, e)
-        # anything else: an event this version does not know, ignored
-    return s
+    history = History(step)
+    history.add(events)
+    return history.step
+
+
+def _apply(s: _Step, ts: float, e: dict[str, Any]) -> None:
+    kind = e["event"]
+    job = _text(e.get("job_id"))
+    s.first_ts = ts if s.first_ts is None else s.first_ts
+    s.last_ts = ts
+    if kind == "submitted":
+        s.submitted += 1
+        s.note_job(job)
+        s.first_submitted = ts if s.first_submitted is None else s.first_submitted
+        s.latest_job, s.latest_job_ts = job, ts
+        current = s.open_run()
+        if current is not None and job is not None and current.job_id != job:
+            current.close(ts)  # a new job for the step: the old one is gone
+    elif kind == "resubmitted":
+        s.resubmitted += 1
+        new = _text(e.get("new_job_id"))
+        s.note_job(job)
+        s.note_job(new)
+        s.latest_job, s.latest_job_ts = new, ts
+        current = s.open_run()
+        if current is not None and (job is None or current.job_id in (None, job)):
+            current.close(ts)
+        cause = _text(e.get("cause"))
+        s.markers.append(_Marker("resubmitted", ts, f"job {job or '?'} -> {new or '?'}"
+                                 + (f" ({cause})" if cause else "")))
+    elif kind == "pending":
+        s.pending.append((ts, job, _text(e.get("reason")) or ""))
+    elif kind == "requeued":
+        _requeued(s, job, _int(e.get("restart")), ts)
+    elif kind == "started":
+        s.note_job(job)
+        current = s.open_run()
+        if current is not None:
+            current.close(ts)  # a requeue of the same job, or a newer job: the run before stopped
+        s.runs.append(Run(job_id=job, restart=_int(e.get("restart")), nodes=_text(e.get("nodes")) or "",
+                           start=ts, last_seen=ts, records=[e]))
+    elif kind == "ended":
+        run = s.run_of(job)
+        if run is not None:
+            run.script_ended = ts
+            run.records.append(e)
+        if run is not None and e.get("exit_code") == 0 and run.end is None:
+            run.succeeded, run.end = True, ts
+    elif kind in ("completed", "failed", "watchdog"):
+        verdict = "completed" if kind == "completed" else "failed"
+        run = s.run_of(job)
+        if run is not None and run is s.runs[-1]:
+            run.close(ts)
+            run.verdict = verdict
+        if kind == "watchdog":
+            why = _text(e.get("why")) or "hang"
+            s.markers.append(_Marker("watchdog", ts, f"watchdog: {why}"))
+        s.verdict = (verdict, ts, job)
+    elif kind == "stalled":
+        silent = [r for r in e.get("silent") or [] if isinstance(r, dict)]
+        who = ", ".join(f"rank {r.get('rank')} on {r.get('node')}" for r in silent) or "every rank waiting"
+        s.markers.append(_Marker("watchdog", ts, f"stall watchdog: {who}"))
+    elif kind in _RANK_EVENTS:
+        _rank_event(s, ts, kind, job, e)
+    # anything else: an event this version does not know, ignored
 
 
 def _requeued(s: _Step, job: str | None, restart: int | None, ts: float) -> None:
@@ -248,6 +283,8 @@ def _rank_event(s: _Step, ts: float, kind: str, job: str | None, e: Mapping[str,
     run = s.run_of(job)
     global_step = _int(e.get("global_step"))
     if run is not None:
+        if run.job_id == job:
+            run.records.append(e)
         if run.end is None:
             run.last_seen = ts
         if global_step is not None:
@@ -286,7 +323,7 @@ def _rank_event(s: _Step, ts: float, kind: str, job: str | None, e: Mapping[str,
 # ------------------------------------------------------------------ loss accounting
 @dataclass(frozen=True)
 class _Loss:
-    run: _Run
+    run: Run
     waiting_s: float
     work_s: float
     steps: int | None       # None: not known
