@@ -27,7 +27,7 @@ def _job_event(event: EventKind, fields: list[tuple[str, str, str]]) -> str:
     keys = "".join(f', "{key}": {fmt}' for key, fmt, _ in fields)
     values = "".join(f" {value}" for _, _, value in fields)
     head = '{"ts": %s, "event": "' + event + '", "step": "%s", "source": "job", "job_id": "%s"'
-    return (f"printf '{head}{keys}}}\\n' \"$(date +%s.%N | cut -c1-14)\" \"$SLURM_GPU_STEP\" \"$SLURM_JOB_ID\""
+    return (f"printf '{head}{keys}}}\\n' \"$(date +%s.%N | cut -c1-14)\" \"$SLURM_GPU_STEP\" \"$SLURM_GPU_JOB_ID\""
             f'{values} >> "$SLURM_GPU_EVENT_LOG" || true')
 
 
@@ -142,6 +142,17 @@ def render_directives(spec: StepSpec, paths: StepPaths, options: JobOptions, dir
     return lines
 
 
+def _job_id_lines(allocation: bool) -> list[str]:
+    if allocation:  # a job step of Snakemake's own allocation, whatever that allocation was
+        return [f'export {Env.JOB_ID}="$SLURM_JOB_ID"']
+    return [
+        "# the id the executor follows this job by (contract.job_id): an array task's is <array id>_<task id>",
+        f'if [ -n "${{SLURM_ARRAY_TASK_ID:-}}" ]; then {Env.JOB_ID}="${{SLURM_ARRAY_JOB_ID}}_${{SLURM_ARRAY_TASK_ID}}"; '
+        f'else {Env.JOB_ID}="$SLURM_JOB_ID"; fi',
+        f"export {Env.JOB_ID}",
+    ]
+
+
 def render_environment(spec: StepSpec, paths: StepPaths, options: JobOptions) -> list[str]:
     """Exports every rank inherits through srun: the geometry the executor asked for (the runtime
     helper cross-checks it against the allocation), the checkpoint directory, and the DDP rendezvous."""
@@ -149,6 +160,7 @@ def render_environment(spec: StepSpec, paths: StepPaths, options: JobOptions) ->
     lines = [
         "export PYTHONFAULTHANDLER=1",
         f"export {Env.STEP}={q(paths.key)}",
+        *_job_id_lines(options.allocation),
         f"export {Env.NODES}={spec.nodes}",
         f"export {Env.GPUS_PER_NODE}={spec.gpus_per_node}",
         f"export {Env.TASKS_PER_NODE}={spec.tasks_per_node}",

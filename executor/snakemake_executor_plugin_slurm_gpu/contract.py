@@ -13,6 +13,7 @@ which must never import torch, and so do ranks before torch, and so can any modu
 from __future__ import annotations
 
 import enum
+import os
 import json
 import re
 from datetime import datetime, timezone
@@ -27,6 +28,7 @@ class Env(enum.StrEnum):
     (SLURM_GPU_BIND is not ours: Slurm sets it for --gpu-bind.)"""
 
     STEP = "SLURM_GPU_STEP"                      # "rule/wildcards" (StepPaths.key)
+    JOB_ID = "SLURM_GPU_JOB_ID"                  # the id the executor follows (job_id() below)
     NODES = "SLURM_GPU_NODES"                    # the geometry submitted, checked against the allocation
     TASKS_PER_NODE = "SLURM_GPU_TASKS_PER_NODE"
     GPUS_PER_NODE = "SLURM_GPU_GPUS_PER_NODE"
@@ -40,6 +42,20 @@ class Env(enum.StrEnum):
     # set by the user in Snakemake's environment (it reaches the job with --export=ALL), never by slurm-gpu:
     HEARTBEAT_S = "SLURM_GPU_HEARTBEAT_S"        # seconds between heartbeats
     MAX_REQUEUES = "SLURM_GPU_MAX_REQUEUES"      # restarts after which rank 0 stops asking Slurm to requeue
+
+
+def job_id(environ: Mapping[str, str] | None = None) -> str | None:
+    """The Slurm job id the executor knows this job by, as every record and marker of the job side
+    names it: an array task's is `<array job id>_<task id>` (its own SLURM_JOB_ID is a number the
+    executor never saw), any other job's is SLURM_JOB_ID. The batch script exports it; a process
+    started without it (a script run by hand under srun) works it out the same way."""
+    env = os.environ if environ is None else environ
+    if env.get(Env.JOB_ID):
+        return env[Env.JOB_ID]
+    array_id, task_id = env.get("SLURM_ARRAY_JOB_ID"), env.get("SLURM_ARRAY_TASK_ID")
+    if array_id and task_id:
+        return f"{array_id}_{task_id}"
+    return env.get("SLURM_JOB_ID") or None
 
 
 # without SLURM_GPU_MAX_REQUEUES: in effect no limit of the job side's own; the executor's budgets

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
 
 from .contract import Env, event_kind
+from .contract import job_id as contract_job_id
 
 ENV_VAR = Env.EVENT_LOG
 
@@ -149,6 +150,6 @@ def emit(event: str, **fields: Any) -> None:
         return
     try:
         append(path, record(event, os.environ.get(Env.STEP, ""), fields.pop("source", "rank"),
-                            os.environ.get("SLURM_JOB_ID"), **fields))
+                            contract_job_id(), **fields))
     except OSError:
         pass

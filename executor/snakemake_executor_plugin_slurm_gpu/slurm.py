@@ -15,7 +15,8 @@ from typing import Callable, Iterable, Mapping, Sequence
 
 # the parsers and records, importable from here as they always were
 from .slurm_output import (SACCT_FIELDS, SACCT_USAGE_FIELDS, SINFO_FORMAT, SQUEUE_FORMAT,  # noqa: F401
-                           STEP_COMMENT, STEP_JOBS_FORMAT, JobRecord, StepJob, UsageRecord, parse_duration_s,
+                           ARRAY_COMMENT, STEP_COMMENT, STEP_JOBS_FORMAT, JobRecord, StepJob, UsageRecord,
+                           id_order, parse_config_value, parse_duration_s,
                            parse_names, parse_sacct, parse_sacct_usage, parse_sbatch, parse_sinfo,
                            parse_sinfo_sizes, parse_size_mb, parse_squeue, parse_step_jobs, req_mem_per_node_mb,
                            tres_gpus)
@@ -104,14 +105,15 @@ def sbatch_argv() -> list[str]:
 
 def squeue_argv(job_ids: Iterable[str], clusters: str | None = None) -> list[str]:
     # --states=all: finished jobs stay visible until MinJobAge, which spares most sacct calls
-    return ["squeue", "--noheader", "--states=all", *_on(clusters), f"--jobs={','.join(job_ids)}",
+    # --array: one line per array task, pending ones too (else '123_[4-999]' stands for many)
+    return ["squeue", "--noheader", "--states=all", "--array", *_on(clusters), f"--jobs={','.join(job_ids)}",
             f"--format={SQUEUE_FORMAT}"]
 
 
 def squeue_mine_argv(clusters: str | None = None) -> list[str]:
     # every job of this user: one listing whatever the number of ids (an id list of 10,000s of jobs
     # would pass the kernel's limit on one argument; squeue loads all jobs and filters anyway)
-    return ["squeue", "--noheader", "--states=all", "--me", *_on(clusters), f"--format={SQUEUE_FORMAT}"]
+    return ["squeue", "--noheader", "--states=all", "--array", "--me", *_on(clusters), f"--format={SQUEUE_FORMAT}"]
 
 
 def is_no_such_job(error: SlurmError) -> bool:
@@ -130,7 +132,12 @@ def sacct_argv(job_ids: Iterable[str], clusters: str | None = None) -> list[str]
 
 def squeue_steps_argv(clusters: str | None = None) -> list[str]:
     # one listing of all the user's jobs (see STEP_JOBS_FORMAT for the order of the fields)
-    return ["squeue", "--noheader", "--states=all", "--me", *_on(clusters), f"--format={STEP_JOBS_FORMAT}"]
+    return ["squeue", "--noheader", "--states=all", "--array", "--me", *_on(clusters),
+            f"--format={STEP_JOBS_FORMAT}"]
+
+
+def config_argv() -> list[str]:
+    return ["scontrol", "show", "config"]
 
 
 def scancel_argv(job_ids: Iterable[str], clusters: str | None = None) -> list[str]:

@@ -37,11 +37,20 @@ class JobRecord:
 
 
 SQUEUE_FORMAT = "%i|%T|%r|%N"  # squeue --format; parse_squeue reads it
-SACCT_FIELDS = "JobIDRaw,State,Reason,ExitCode,NodeList"  # sacct --format; parse_sacct reads it
+# JobID, not JobIDRaw: an array task is <array id>_<task id> there, as squeue and scontrol name it
+SACCT_FIELDS = "JobID,State,Reason,ExitCode,NodeList"  # sacct --format; parse_sacct reads it
 
 # a state as squeue/sacct print it: 'RUNNING', 'CANCELLED by 1000', 'COMPLETED+'
 _STATE_WORD = re.compile(r"^[A-Z_]+\+?( |$)")
-_JOB_ID = re.compile(r"^[0-9]+$")  # ASCII only: str.isdigit() and \d also accept '²' and '٣'
+_NUMBER = re.compile(r"^[0-9]+$")  # ASCII only: str.isdigit() and \d also accept '²' and '٣'
+# a job, or one task of a job array (squeue --array lists each task so, pending ones too)
+_JOB_ID = re.compile(r"^[0-9]+(?:_[0-9]+)?$")
+
+
+def id_order(job_id: str) -> tuple[int, ...]:
+    """Sort key of job ids as Slurm gives them out: 9 before 10, array 12's tasks after job 11 and in
+    task order (12_2 before 12_10)."""
+    return tuple(int(part) if part.isdigit() else -1 for part in job_id.split("_"))
 
 
 def _fields(line: str, count: int, free: int) -> list[str] | None:
@@ -85,6 +94,9 @@ def parse_sacct(stdout: str) -> dict[str, JobRecord]:
 # ---------------------------------------------------------------- a step's jobs, found by its key
 
 STEP_COMMENT = "slurm-gpu step="  # every batch script's --comment: the step key follows
+# a job array's --comment: its first task's step key follows (each task's own step is in the step's
+# submission record, attach.py)
+ARRAY_COMMENT = "slurm-gpu array="
 
 
 @dataclass(frozen=True)
@@ -96,10 +108,16 @@ class StepJob:
     submitted: str  # Slurm's SubmitTime, e.g. 2026-12-04T01:02:03 (local time)
     workdir: str
     step: str
+    array: bool = False  # a task of a job array (job_id <array id>_<task id>; step: the array's first)
+
+    @property
+    def array_id(self) -> str:
+        """The id sbatch printed for the job (for an array task, the whole array's)."""
+        return self.job_id.partition("_")[0]
 
 
 # the comment goes last, because another tool's comment may hold the delimiter, and ours starts with
-# STEP_COMMENT and holds no '|' (step keys are safe names)
+# STEP_COMMENT or ARRAY_COMMENT and holds no '|' (step keys are safe names)
 STEP_JOBS_FORMAT = "%i|%T|%V|%Z|%k"
 
 
@@ -110,11 +128,23 @@ def parse_step_jobs(stdout: str) -> list[StepJob]:
         parts = line.strip().split("|", 3)
         if len(parts) < 4 or not _JOB_ID.match(parts[0]) or not _STATE_WORD.match(parts[1]):
             continue
-        workdir, marker, step = parts[3].rpartition("|" + STEP_COMMENT)
-        if not marker or not step or "|" in step:
-            continue
-        jobs.append(StepJob(parts[0], parts[1], parts[2], workdir, step.strip()))
+        for comment, array in ((STEP_COMMENT, False), (ARRAY_COMMENT, True)):
+            workdir, marker, step = parts[3].rpartition("|" + comment)
+            if marker and step and "|" not in step:
+                jobs.append(StepJob(parts[0], parts[1], parts[2], workdir, step.strip(), array))
+                break
     return jobs
+
+
+# ---------------------------------------------------------------- the cluster's configuration
+
+def parse_config_value(stdout: str, name: str) -> str | None:
+    """One value of `scontrol show config` ("MaxArraySize           = 1001"); None if not listed."""
+    for line in stdout.splitlines():
+        key, sep, value = line.partition("=")
+        if sep and key.strip() == name:
+            return value.strip()
+    return None
 
 
 # ---------------------------------------------------------------- nodes
@@ -187,7 +217,7 @@ class UsageRecord:
     nodes: int
 
 
-_USAGE_ID = re.compile(r"^([0-9]+)(?:\.([A-Za-z0-9_+-]+))?$")
+_USAGE_ID = re.compile(r"^([0-9]+(?:_[0-9]+)?)(?:\.([A-Za-z0-9_+-]+))?$")
 _SIZE = re.compile(r"^([0-9]+(?:\.[0-9]*)?)([KMGTP]?)$")
 _SIZE_MB = {"K": 1 / 1024, "": 1.0, "M": 1.0, "G": 1024.0, "T": 1024.0 ** 2, "P": 1024.0 ** 3}
 _REQ_MEM = re.compile(r"^([0-9]+(?:\.[0-9]*)?)([KMGTP]?)([nc]?)$")
@@ -254,14 +284,15 @@ def parse_sacct_usage(stdout: str) -> list[UsageRecord]:
         parts = line.strip().split("|")
         if len(parts) != len(SACCT_USAGE_FIELDS):
             continue
-        raw_id, _, state, elapsed, total_cpu, cpus, req_mem, max_rss, tres, nodes = parts
-        match = _USAGE_ID.match(raw_id)
-        if not match or not _STATE_WORD.match(state) or not _JOB_ID.match(elapsed or "x"):
+        # JobID names an array task as squeue does (<array id>_<task id>); JobIDRaw its own number
+        _, job_id, state, elapsed, total_cpu, cpus, req_mem, max_rss, tres, nodes = parts
+        match = _USAGE_ID.match(job_id)
+        if not match or not _STATE_WORD.match(state) or not _NUMBER.match(elapsed or "x"):
             continue
         records.append(UsageRecord(
             job_id=match.group(1), step=match.group(2) or "", state=state, elapsed_s=int(elapsed),
             total_cpu_s=parse_duration_s(total_cpu) or 0.0,
-            alloc_cpus=int(cpus) if _JOB_ID.match(cpus) else 0, req_mem=req_mem,
+            alloc_cpus=int(cpus) if _NUMBER.match(cpus) else 0, req_mem=req_mem,
             max_rss_mb=parse_size_mb(max_rss), alloc_tres=tres,
-            nodes=int(nodes) if _JOB_ID.match(nodes) else 0))
+            nodes=int(nodes) if _NUMBER.match(nodes) else 0))
     return records

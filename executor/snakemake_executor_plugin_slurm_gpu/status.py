@@ -104,7 +104,7 @@ class StatusQuery:
     accounting_error: SlurmError | None = None
 
     def records(self, job_ids: Iterable[str]) -> dict[str, JobRecord]:
-        ids = sorted(set(job_ids), key=int)
+        ids = sorted(set(job_ids), key=slurm.id_order)
         self.unanswered, self.accounting_error = set(), None
         if not ids:
             return {}

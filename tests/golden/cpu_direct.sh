@@ -14,6 +14,9 @@
 
 export PYTHONFAULTHANDLER=1
 export SLURM_GPU_STEP=count/sample=a_b-3ceaeb3fb142
+# the id the executor follows this job by (contract.job_id): an array task's is <array id>_<task id>
+if [ -n "${SLURM_ARRAY_TASK_ID:-}" ]; then SLURM_GPU_JOB_ID="${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID}"; else SLURM_GPU_JOB_ID="$SLURM_JOB_ID"; fi
+export SLURM_GPU_JOB_ID
 export SLURM_GPU_NODES=1
 export SLURM_GPU_GPUS_PER_NODE=0
 export SLURM_GPU_TASKS_PER_NODE=1
@@ -25,7 +28,7 @@ export SRUN_CPUS_PER_TASK=2
 echo "[slurm-gpu] job $SLURM_JOB_ID on $SLURM_JOB_NODELIST, restart ${SLURM_RESTART_COUNT:-0}, $(date -Is)"
 # one event per start, also after each requeue (every value here is digits, a safe step name or a
 # Slurm node list, so printf makes valid JSON)
-printf '{"ts": %s, "event": "started", "step": "%s", "source": "job", "job_id": "%s", "nodes": "%s", "restart": %d}\n' "$(date +%s.%N | cut -c1-14)" "$SLURM_GPU_STEP" "$SLURM_JOB_ID" "$SLURM_JOB_NODELIST" "${SLURM_RESTART_COUNT:-0}" >> "$SLURM_GPU_EVENT_LOG" || true
+printf '{"ts": %s, "event": "started", "step": "%s", "source": "job", "job_id": "%s", "nodes": "%s", "restart": %d}\n' "$(date +%s.%N | cut -c1-14)" "$SLURM_GPU_STEP" "$SLURM_GPU_JOB_ID" "$SLURM_JOB_NODELIST" "${SLURM_RESTART_COUNT:-0}" >> "$SLURM_GPU_EVENT_LOG" || true
 # the step runs in the batch step itself, with the SLURM_* environment intact, so the rule's
 # own srun gets the whole allocation
 # a plain shell rule: its command runs here as Snakemake's shell() runs it (the main Snakemake
@@ -48,5 +51,5 @@ slurm_gpu_inputs_ready() {
 }
 slurm_gpu_inputs_ready 'data/a b.txt' 'data/$(touch x)' && /usr/bin/bash -c 'set -euo pipefail;  wc -l '"'"'data/a b.txt'"'"' > '"'"'counts/a b.txt'"'"''
 rc=$?
-printf '{"ts": %s, "event": "ended", "step": "%s", "source": "job", "job_id": "%s", "exit_code": %d}\n' "$(date +%s.%N | cut -c1-14)" "$SLURM_GPU_STEP" "$SLURM_JOB_ID" "$rc" >> "$SLURM_GPU_EVENT_LOG" || true
+printf '{"ts": %s, "event": "ended", "step": "%s", "source": "job", "job_id": "%s", "exit_code": %d}\n' "$(date +%s.%N | cut -c1-14)" "$SLURM_GPU_STEP" "$SLURM_GPU_JOB_ID" "$rc" >> "$SLURM_GPU_EVENT_LOG" || true
 exit $rc

@@ -17,6 +17,9 @@
 
 export PYTHONFAULTHANDLER=1
 export SLURM_GPU_STEP=finetune/all
+# the id the executor follows this job by (contract.job_id): an array task's is <array id>_<task id>
+if [ -n "${SLURM_ARRAY_TASK_ID:-}" ]; then SLURM_GPU_JOB_ID="${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID}"; else SLURM_GPU_JOB_ID="$SLURM_JOB_ID"; fi
+export SLURM_GPU_JOB_ID
 export SLURM_GPU_NODES=1
 export SLURM_GPU_GPUS_PER_NODE=1
 export SLURM_GPU_TASKS_PER_NODE=1
@@ -35,18 +38,18 @@ export MASTER_PORT=$(( 15000 + 10#$(printf '%s' "$SLURM_JOB_ID" | tail -c 4) ))
 echo "[slurm-gpu] job $SLURM_JOB_ID on $SLURM_JOB_NODELIST, restart ${SLURM_RESTART_COUNT:-0}, $(date -Is)"
 # one event per start, also after each requeue (every value here is digits, a safe step name or a
 # Slurm node list, so printf makes valid JSON)
-printf '{"ts": %s, "event": "started", "step": "%s", "source": "job", "job_id": "%s", "nodes": "%s", "restart": %d}\n' "$(date +%s.%N | cut -c1-14)" "$SLURM_GPU_STEP" "$SLURM_JOB_ID" "$SLURM_JOB_NODELIST" "${SLURM_RESTART_COUNT:-0}" >> "$SLURM_GPU_EVENT_LOG" || true
+printf '{"ts": %s, "event": "started", "step": "%s", "source": "job", "job_id": "%s", "nodes": "%s", "restart": %d}\n' "$(date +%s.%N | cut -c1-14)" "$SLURM_GPU_STEP" "$SLURM_GPU_JOB_ID" "$SLURM_JOB_NODELIST" "${SLURM_RESTART_COUNT:-0}" >> "$SLURM_GPU_EVENT_LOG" || true
 # the step runs in the batch step itself, with the SLURM_* environment intact, so the rule's
 # own srun gets the whole allocation
 finished=/work/wf/.snakemake/slurm-gpu/finished/finetune/all/"$SLURM_JOB_ID"
 if [ -e "$finished" ]; then
   echo "[slurm-gpu] the step finished in an earlier run of job $SLURM_JOB_ID; Slurm requeued the job after that: not run again"
-  printf '{"ts": %s, "event": "already_finished", "step": "%s", "source": "job", "job_id": "%s", "restart": %d}\n' "$(date +%s.%N | cut -c1-14)" "$SLURM_GPU_STEP" "$SLURM_JOB_ID" "${SLURM_RESTART_COUNT:-0}" >> "$SLURM_GPU_EVENT_LOG" || true
+  printf '{"ts": %s, "event": "already_finished", "step": "%s", "source": "job", "job_id": "%s", "restart": %d}\n' "$(date +%s.%N | cut -c1-14)" "$SLURM_GPU_STEP" "$SLURM_GPU_JOB_ID" "${SLURM_RESTART_COUNT:-0}" >> "$SLURM_GPU_EVENT_LOG" || true
   rc=0
 else
   python -m snakemake --snakefile /work/wf/Snakefile --target-jobs 'STEP' --cores all --mode remote --executor local
   rc=$?
   if [ "$rc" = 0 ]; then (umask 077 && mkdir -p /work/wf/.snakemake/slurm-gpu/finished/finetune/all && : > "$finished"); fi
 fi
-printf '{"ts": %s, "event": "ended", "step": "%s", "source": "job", "job_id": "%s", "exit_code": %d}\n' "$(date +%s.%N | cut -c1-14)" "$SLURM_GPU_STEP" "$SLURM_JOB_ID" "$rc" >> "$SLURM_GPU_EVENT_LOG" || true
+printf '{"ts": %s, "event": "ended", "step": "%s", "source": "job", "job_id": "%s", "exit_code": %d}\n' "$(date +%s.%N | cut -c1-14)" "$SLURM_GPU_STEP" "$SLURM_GPU_JOB_ID" "$rc" >> "$SLURM_GPU_EVENT_LOG" || true
 exit $rc

@@ -15,6 +15,9 @@
 
 export PYTHONFAULTHANDLER=1
 export SLURM_GPU_STEP=train/all
+# the id the executor follows this job by (contract.job_id): an array task's is <array id>_<task id>
+if [ -n "${SLURM_ARRAY_TASK_ID:-}" ]; then SLURM_GPU_JOB_ID="${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID}"; else SLURM_GPU_JOB_ID="$SLURM_JOB_ID"; fi
+export SLURM_GPU_JOB_ID
 export SLURM_GPU_NODES=2
 export SLURM_GPU_GPUS_PER_NODE=2
 export SLURM_GPU_TASKS_PER_NODE=2
@@ -40,7 +43,7 @@ export MASTER_PORT=$(( 15000 + 10#$(printf '%s' "$SLURM_JOB_ID" | tail -c 4) ))
 echo "[slurm-gpu] job $SLURM_JOB_ID on $SLURM_JOB_NODELIST, restart ${SLURM_RESTART_COUNT:-0}, $(date -Is)"
 # one event per start, also after each requeue (every value here is digits, a safe step name or a
 # Slurm node list, so printf makes valid JSON)
-printf '{"ts": %s, "event": "started", "step": "%s", "source": "job", "job_id": "%s", "nodes": "%s", "restart": %d}\n' "$(date +%s.%N | cut -c1-14)" "$SLURM_GPU_STEP" "$SLURM_JOB_ID" "$SLURM_JOB_NODELIST" "${SLURM_RESTART_COUNT:-0}" >> "$SLURM_GPU_EVENT_LOG" || true
+printf '{"ts": %s, "event": "started", "step": "%s", "source": "job", "job_id": "%s", "nodes": "%s", "restart": %d}\n' "$(date +%s.%N | cut -c1-14)" "$SLURM_GPU_STEP" "$SLURM_GPU_JOB_ID" "$SLURM_JOB_NODELIST" "${SLURM_RESTART_COUNT:-0}" >> "$SLURM_GPU_EVENT_LOG" || true
 # the site's set-up (setting setup, resource slurm_setup), in every job of the step
 module load cuda/12.4
 module load nccl
@@ -49,5 +52,5 @@ source ~/envs/train/bin/activate
 # own srun gets the whole allocation
 python -m snakemake --snakefile /work/wf/Snakefile --target-jobs 'STEP' --cores all --mode remote --executor local
 rc=$?
-printf '{"ts": %s, "event": "ended", "step": "%s", "source": "job", "job_id": "%s", "exit_code": %d}\n' "$(date +%s.%N | cut -c1-14)" "$SLURM_GPU_STEP" "$SLURM_JOB_ID" "$rc" >> "$SLURM_GPU_EVENT_LOG" || true
+printf '{"ts": %s, "event": "ended", "step": "%s", "source": "job", "job_id": "%s", "exit_code": %d}\n' "$(date +%s.%N | cut -c1-14)" "$SLURM_GPU_STEP" "$SLURM_GPU_JOB_ID" "$rc" >> "$SLURM_GPU_EVENT_LOG" || true
 exit $rc

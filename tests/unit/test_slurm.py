@@ -55,15 +55,16 @@ def test_parse_squeue_recorded(data_dir: Path) -> None:
         "7": JobRecord("7", "COMPLETING", "", "", "n3"),
         "8": JobRecord("8", "PENDING", "launch failed requeued held", "", ""),
         "9": JobRecord("9", "REQUEUE_HOLD", "JobHeldAdmin", "", ""),
+        "12_3": JobRecord("12_3", "RUNNING", "", "", "n4"),  # a task of job array 12 (squeue --array)
         "13": JobRecord("13", "TIMEOUT", "TimeLimit", "", "n2"),
     }
 
 
 @pytest.mark.parametrize(
     "line",
-    ["10|RUN", "12_3|RUNNING|None|n4", "abc|RUNNING|None|n1", "11||None|n1", "", "12|running|None|n1",
+    ["10|RUN", "12_[3-9]|PENDING|None|", "abc|RUNNING|None|n1", "11||None|n1", "", "12|running|None|n1",
      "\u00b2|RUNNING|None|n1", "squeue: error: Invalid job id specified"],
-    ids=["truncated", "array-task-id", "non-numeric-id", "empty-state", "blank", "lower-case-state",
+    ids=["truncated", "compressed-array-tasks", "non-numeric-id", "empty-state", "blank", "lower-case-state",
          "superscript-digit-id", "error-text"],
 )
 def test_parse_squeue_skips_lines_it_cannot_trust(line: str) -> None:
@@ -134,12 +135,12 @@ def test_parse_sinfo(stdout: str, gpus: dict[str, int], default: str | None) -> 
     [
         (slurm.sbatch_argv(), ["sbatch", "--parsable"]),
         (slurm.squeue_argv(["5", "6"]),
-         ["squeue", "--noheader", "--states=all", "--jobs=5,6", "--format=%i|%T|%r|%N"]),
+         ["squeue", "--noheader", "--states=all", "--array", "--jobs=5,6", "--format=%i|%T|%r|%N"]),
         (slurm.squeue_argv(iter(["7"])),
-         ["squeue", "--noheader", "--states=all", "--jobs=7", "--format=%i|%T|%r|%N"]),
+         ["squeue", "--noheader", "--states=all", "--array", "--jobs=7", "--format=%i|%T|%r|%N"]),
         (slurm.sacct_argv(["7", "8"]),
          ["sacct", "--noheader", "--parsable2", "-X", "--jobs=7,8",
-          "--format=JobIDRaw,State,Reason,ExitCode,NodeList"]),
+          "--format=JobID,State,Reason,ExitCode,NodeList"]),
         (slurm.scancel_argv(["5", "6"]), ["scancel", "5", "6"]),
         (slurm.sinfo_argv(), ["sinfo", "--noheader", "--format=%P|%G|%c|%m"]),
     ],

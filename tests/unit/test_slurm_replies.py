@@ -51,7 +51,9 @@ REPLY_CASES = [
         # '8|COMPLETING|No' (a field short) and '7|RUNN' (cut off mid-state) are left out
     }, id="squeue-truncated-line"),
     pytest.param("squeue_array_and_het_ids.txt", slurm.parse_squeue, {
-        # array tasks (50_1, 50_[2-5]) and het components (51+0) are not ids sbatch --parsable gave us
+        # an array task (50_1) is one of ours (--array lists each one so); a compressed range of
+        # tasks (50_[2-5], squeue without --array) and het components (51+0) are not
+        "50_1": JobRecord("50_1", "RUNNING", "", "", "n1"),
         "52": JobRecord("52", "RUNNING", "", "", "n4"),
     }, id="squeue-array-and-het-ids"),
     pytest.param("squeue_non_utf8.bin", slurm.parse_squeue, {

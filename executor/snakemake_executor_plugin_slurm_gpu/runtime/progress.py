@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import heartbeat
+from ..contract import job_id
 
 _STACK_FRAMES = 8
 
@@ -50,7 +51,7 @@ class Progress:
         self._halt = threading.Event()
         self._thread: threading.Thread | None = None
         self._base = {"rank": rank, "node": os.environ.get("SLURMD_NODENAME") or socket.gethostname(),
-                      "pid": os.getpid(), "job_id": os.environ.get("SLURM_JOB_ID"),
+                      "pid": os.getpid(), "job_id": job_id(),
                       "restart": int(os.environ.get("SLURM_RESTART_COUNT") or 0)}
 
     @property

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from .. import checkpoints, events
+from ..contract import job_id
 from ..rank_ranges import span as _span
 from .environment import geometry, settle_master, under_torchrun
 
@@ -195,7 +196,7 @@ class World:
             "num_nodes": len({m.node for m in self.roster}),
             "master": self.me.master,
             "restart": self.me.restart,
-            "job_id": os.environ.get("SLURM_JOB_ID"),
+            "job_id": job_id(),
             "nodelist": os.environ.get("SLURM_JOB_NODELIST"),
             "joined_s": round(self.joined_s, 3),
             "joined_at": round(time.time(), 3),

@@ -8,7 +8,7 @@ import os
 import subprocess
 from pathlib import Path
 
-from .. import events
+from .. import contract, events
 from ..contract import (DEFAULT_MAX_REQUEUES, INTERRUPTED_EXIT_CODE, Env, EventKind,  # noqa: F401 - exit code
                         write_interrupted_marker)                                      # also importable here
 from . import signals
@@ -31,11 +31,9 @@ def request(directory: str | Path, global_step: int, requeue: bool = True) -> bo
     `requeue` is False or SLURM_GPU_MAX_REQUEUES restarts have happened) and leave the
     interrupted marker that the executor reads when the job ends without Slurm having requeued it,
     to resubmit the step instead. Returns whether Slurm accepted the requeue."""
-    # the marker names the job id the executor knows (SLURM_JOB_ID, an array task's own id too);
-    # scontrol is given the array form so that only this task is requeued (Lightning #15022)
-    job_id = os.environ.get("SLURM_JOB_ID")
-    array_id, task_id = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
-    target = f"{array_id}_{task_id}" if array_id and task_id else job_id
+    # the marker names the job id the executor knows; for an array task that is also the form
+    # scontrol needs to requeue only this task, not the whole array (Lightning #15022)
+    job_id = target = contract.job_id()
     requeued = False
     if requeue and target:
         restarts = int(os.environ.get("SLURM_RESTART_COUNT") or 0)
@@ -60,5 +58,5 @@ def note_stop(directory: str | Path, global_step: int) -> None:
     ends FAILED while Slurm's preemption grace time runs (the batch script ends with its ranks,
     before Slurm's requeue comes) is resubmitted by the executor instead of failing the step. No
     requeue request: SIGTERM also comes from scancel, and a requeue would undo the cancel."""
-    write_interrupted_marker(directory, job_id=os.environ.get("SLURM_JOB_ID"), global_step=global_step,
+    write_interrupted_marker(directory, job_id=contract.job_id(), global_step=global_step,
                              signals=signals.received().names, requeued=False)
