@@ -15,14 +15,14 @@ its presence means "this step may have a job that nobody is watching".
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Iterable, Sequence
 
 from . import private
 from .atomic import atomic_output
-from .slurm import StepJob
+from .slurm import StepJob, id_order
 from .status import STATE_TABLE, Outcome, base_state
 
 # a job in these is still the step's: running, queued, being requeued, or held for a person
@@ -82,13 +82,38 @@ def is_live(job: StepJob) -> bool:
     return STATE_TABLE.get(base_state(job.state)) in _LIVE
 
 
-def live_by_step(jobs: Iterable[StepJob], root: Path) -> dict[str, list[StepJob]]:
-    """The live jobs of this workflow directory, by step key."""
+def live_by_step(jobs: Iterable[StepJob], root: Path, records: Path | None = None) -> dict[str, list[StepJob]]:
+    """The live jobs of this workflow directory, by step key. An array task's comment names only the
+    array's first step: its own is the step whose submission record (under `records`) holds its id."""
     found: dict[str, list[StepJob]] = {}
+    tasks: dict[str, StepJob] = {}
     for job in jobs:
         if job.workdir == str(root) and is_live(job):
-            found.setdefault(job.step, []).append(job)
+            if job.array:
+                tasks[job.job_id] = job
+            else:
+                found.setdefault(job.step, []).append(job)
+    if tasks and records is not None:
+        for key, record in read_records(records):
+            if record.job_id in tasks:
+                found.setdefault(key, []).append(replace(tasks[record.job_id], step=key))
     return found
+
+
+def unclaimed_tasks(jobs: Iterable[StepJob], root: Path, found: dict[str, list[StepJob]]) -> list[str]:
+    """Live array tasks of this directory that no step's record names (Snakemake died between sbatch
+    and writing the ids down): nobody can follow them, so they must not run on beside new jobs."""
+    claimed = {j.job_id for live in found.values() for j in live}
+    return sorted((j.job_id for j in jobs if j.array and j.workdir == str(root) and is_live(j)
+                   and j.job_id not in claimed), key=id_order)
+
+
+def read_records(directory: Path) -> Iterable[tuple[str, Submission]]:
+    """(step key, record) of every submission record under `directory`."""
+    for path in sorted(directory.glob("*/*.json")):
+        record = read_record(path)
+        if record is not None:
+            yield f"{path.parent.name}/{path.stem}", record
 
 
 @dataclass(frozen=True)
@@ -102,7 +127,7 @@ def decide(live: Sequence[StepJob], record: Submission | None, provenance: str) 
     """Re-attach to a step's live job, or cancel it and submit afresh."""
     if not live:
         return Attach(None)
-    ids = sorted((j.job_id for j in live), key=int)
+    ids = sorted((j.job_id for j in live), key=id_order)
     if record is None:
         return Attach(None, tuple(ids), "there is no record of what it was submitted with")
     if record.provenance != provenance:
@@ -125,4 +150,5 @@ def lost_submission(jobs: Iterable[StepJob], root: Path, step: str, since: float
     known = set(known)
     found = [j for j in jobs if j.workdir == str(root) and j.step == step and j.job_id not in known
              and (_submitted_at(j) or 0.0) >= since - 2.0]  # SubmitTime has whole seconds
-    return max((j.job_id for j in found), key=int) if found else None
+    # an array's tasks stand for the one sbatch that made them: its id
+    return max((j.array_id for j in found), key=id_order) if found else None

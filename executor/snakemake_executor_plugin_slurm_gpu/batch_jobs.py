@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from dataclasses import dataclass
 from typing import Any, AsyncGenerator, Callable, Sequence
 
 from snakemake_interface_executor_plugins.executors.base import SubmittedJobInfo
@@ -22,14 +23,25 @@ from .settings import ExecutorSettings
 from .spec import StepSpec
 from .status import Outcome, StatusQuery, classify
 from .step_end import after_success, failure_message
-from .step_files import ScriptError, StepFiles, make_script
+from .step_files import Script, ScriptError, StepFiles, make_script
 from .poll_clock import PollClock
-from .submit import Submitter, retrying
+from .submit import Submitter, account_hint, retrying
 from .tracking import StepTracker
 
 
 class SubmitError(RuntimeError):
     """sbatch refused a step (or printed no job id); the message carries its argv and stderr."""
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A step ready for sbatch: its script written, its submission recorded."""
+
+    job: JobExecutorInterface
+    spec: StepSpec
+    paths: StepPaths
+    script: Script
+    record: attach.Submission
 
 
 class BatchJobs:
@@ -133,7 +145,12 @@ class BatchJobs:
             # submitting blind could start a second copy of a step that still runs
             raise SubmitError(f"an earlier run in this directory left steps whose Slurm jobs may still run, and "
                               f"Slurm could not be asked about them: {e}") from None
-        self.orphans = attach.live_by_step(listing, self.root)
+        self.orphans = attach.live_by_step(listing, self.root, records)
+        unclaimed = attach.unclaimed_tasks(listing, self.root, self.orphans)
+        if unclaimed:
+            self.logger.warning(f"slurm-gpu: cancelling job array task(s) {', '.join(unclaimed)} of an earlier run: "
+                                "no step's submission record names them, so nothing could follow them")
+            self.cancel_ids(unclaimed)
         # a record without a live job is over (the job ended while nobody watched): drop it, so the
         # next run need not ask Slurm again
         attach.drop_records_except(records, set(self.orphans))
@@ -150,6 +167,9 @@ class BatchJobs:
         except SubmitError as e:
             self.host.refuse(job, f"slurm-gpu: step {paths.key}: {e}")
             return
+        self.report_submitted(job, spec, paths, job_id)
+
+    def report_submitted(self, job: JobExecutorInterface, spec: StepSpec, paths: StepPaths, job_id: str) -> None:
         self.host.report_job_submission(SubmittedJobInfo(job, external_jobid=job_id,
                                                          aux={"paths": paths, "spec": spec}))
 
@@ -180,11 +200,21 @@ class BatchJobs:
                replaces: tuple[str, Stop, str] | None = None) -> str:
         """Write the step's batch script and sbatch it; the Slurm job id. Raises SubmitError.
         `replaces`: (old job id, cause, why) when this is a resubmission."""
+        ready = self.prepare(job, spec, paths, provenance)
+        known = self.lives[paths.key].job_ids
+        try:
+            job_id = self.submitter.submit(ready.script.text, self.root, paths.key, known=known)
+        except (slurm.SlurmError, ValueError) as e:
+            raise self.not_submitted(ready, e) from None
+        self.submitted(ready, job_id, replaces)
+        return job_id
+
+    def prepare(self, job: JobExecutorInterface, spec: StepSpec, paths: StepPaths, provenance: str) -> Prepared:
+        """Everything before sbatch: the step's script written, its submission recorded. Raises SubmitError."""
         self.advance(paths, spec, lifecycle.Submitting())
         record = attach.Submission(provenance, time.time())
         try:
-            text, script, direct = make_script(self.files, job, spec, paths, self.options, self.step_command,
-                                               self.prepare_direct)
+            script = make_script(self.files, job, spec, paths, self.options, self.step_command, self.prepare_direct)
         except ScriptError as e:
             raise SubmitError(str(e)) from None
         try:
@@ -193,40 +223,29 @@ class BatchJobs:
             attach.write_record(paths.submission_record, record)
         except (OSError, private.UntrustedPath) as e:
             raise SubmitError(f"could not write its batch script: {e}") from None
-        known = self.lives[paths.key].job_ids
-        try:
-            job_id = self.submitter.submit(text, self.root, paths.key, known=known)
-        except (slurm.SlurmError, ValueError) as e:
-            attach.clear_record(paths.submission_record)
-            hint = self.account_hint(spec, e) if isinstance(e, slurm.SlurmError) else ""
-            raise SubmitError(f"could not submit {script}: {e}{hint}") from None
+        return Prepared(job, spec, paths, script, record)
+
+    def not_submitted(self, ready: Prepared, error: Exception) -> SubmitError:
+        """sbatch failed for the step: its record goes, and the error says why (and how to fix an account)."""
+        attach.clear_record(ready.paths.submission_record)
+        hint = account_hint(self.run, ready.spec, error) if isinstance(error, slurm.SlurmError) else ""
+        return SubmitError(f"could not submit {ready.script.path}: {error}{hint}")
+
+    def submitted(self, ready: Prepared, job_id: str, replaces: tuple[str, Stop, str] | None = None) -> None:
+        """sbatch gave the step `job_id`: record it, tell its life, its event log and the console."""
+        paths, spec, record = ready.paths, ready.spec, ready.record
         try:
             attach.write_record(paths.submission_record, attach.Submission(record.provenance, record.ts, job_id))
         except OSError as e:
             self.logger.warning(f"slurm-gpu: step {paths.key}: could not record its job id: {e}")
-        self.advance(paths, spec, lifecycle.Submitted(job_id, direct, replaces[1] if replaces else None))
+        self.advance(paths, spec, lifecycle.Submitted(job_id, ready.script.direct, replaces[1] if replaces else None))
         if replaces is not None:
             old, cause, why = replaces
             self.emit(paths, "resubmitted", old, new_job_id=job_id, cause=str(cause), why=why)
-        self.emit(paths, "submitted", job_id, script=str(script), attempt=len(self.lives[paths.key].job_ids),
+        self.emit(paths, "submitted", job_id, script=str(ready.script.path), attempt=len(self.lives[paths.key].job_ids),
                   nodes_requested=spec.nodes, tasks_per_node=spec.tasks_per_node, gpus_per_node=spec.gpus_per_node)
-        self.logger.info(f"slurm-gpu: step {paths.key} is Slurm job {job_id} ({geometry(spec)}); "
-                         f"script {script}, log {paths.log_file(job_id)}")
-        return job_id
-
-    def account_hint(self, spec: StepSpec, error: slurm.SlurmError) -> str:
-        """When Slurm refused the job for its account: the accounts the user has (sacctmgr), asked
-        only then."""
-        if not slurm.is_account_error(error):
-            return ""
-        try:
-            accounts = slurm.parse_names(self.run(slurm.user_accounts_argv()))
-        except slurm.SlurmError:
-            accounts = []
-        given = f"slurm_account is {spec.account!r}" if spec.account else "no slurm_account is set"
-        mine = f"your accounts: {', '.join(sorted(set(accounts)))}" if accounts else "sacctmgr lists no account of yours"
-        return (f"\nHINT: rule '{spec.rule}': {given}, and this cluster needs a valid one ({mine}); set the resource "
-                "slurm_account, e.g. in the profile's default-resources")
+        self.logger.info(f"slurm-gpu: step {paths.key} is Slurm job {job_id} ({spec.layout}); "
+                         f"script {ready.script.path}, log {paths.log_file(job_id)}")
 
     def resubmit(self, job_info: SubmittedJobInfo, reason: str, stop: Stop,
                  failed_nodes: str = "") -> SubmittedJobInfo | None:
@@ -375,14 +394,5 @@ class BatchJobs:
     def cancel(self, active_jobs: Sequence[SubmittedJobInfo]) -> None:
         with self._lock:
             ids = lifecycle.live_jobs(self.lives.values()) | {j.external_jobid for j in active_jobs if j.external_jobid}
-        self.cancel_ids(sorted(ids, key=int))
+        self.cancel_ids(sorted(ids, key=slurm.id_order))
 
-
-def geometry(spec: StepSpec) -> str:
-    """How the step's job is laid out, for the line that names its job."""
-    text = f"{spec.nodes} node(s) x {spec.tasks_per_node} task(s)"
-    if spec.launcher == "torchrun":
-        text += f" with torchrun starting {spec.ranks_per_node} rank(s) each"
-    if spec.gpus:
-        text += f", {spec.gpus_per_node} GPU(s) per node"
-    return text

@@ -15,7 +15,8 @@ from snakemake_interface_executor_plugins.executors.base import SubmittedJobInfo
 from snakemake_interface_executor_plugins.executors.remote import RemoteExecutor
 from snakemake_interface_executor_plugins.jobs import JobExecutorInterface
 
-from . import allocation, housekeeping, job_command, private, resources, slurm, step_provenance, submit_env
+from . import allocation, arrays, housekeeping, job_command, private, resources, slurm, step_provenance, submit_env
+from .array_jobs import ArraySubmitter, ReadyStep
 from .batch_jobs import BatchJobs, SubmitError
 from .batch_script import JobOptions, render_batch_script
 from .in_allocation import InAllocation
@@ -63,8 +64,29 @@ class Executor(RemoteExecutor):
         else:
             self.backend = BatchJobs(self, self.settings, self._slurm, self.files, self.options, self._step_command,
                                      prepare_direct, lambda clusters: self._cluster_info(clusters).default_partition)
+        self._array_rules, self._arrays = self._array_setting()
         self.next_seconds_between_status_checks = min(float(self.settings.status_event_interval_s),
                                                       float(self.settings.status_interval_min_s))
+
+    def _array_setting(self) -> tuple[frozenset[str], ArraySubmitter | None]:
+        """The rules whose steps go in job arrays, and the submitter that puts them there (None: off,
+        and in allocation mode, where steps are job steps, not jobs)."""
+        rules = [rule.name for rule in getattr(self.workflow, "rules", [])] or None
+        try:
+            chosen = arrays.selection(self.settings.array_jobs, rules)
+        except arrays.ArraySettingError as e:
+            raise WorkflowError(f"slurm-gpu: {e}") from None
+        concurrency = self.settings.array_concurrency
+        if concurrency is not None and concurrency < 1:
+            raise WorkflowError(f"slurm-gpu: array-concurrency is {concurrency}: it must be at least 1 "
+                                "(or left unset for no limit)")
+        if not chosen:
+            return chosen, None
+        if not isinstance(self.backend, BatchJobs):
+            self._say_once("arrays-in-allocation", "slurm-gpu: array-jobs has no effect with --slurm-gpu-allocation: "
+                           "the steps run as job steps of Snakemake's own allocation, not as jobs")
+            return frozenset(), None
+        return chosen, ArraySubmitter(self.backend, concurrency)
 
     def _job_options(self) -> JobOptions:
         """The executor-wide parts of every batch script, checked before anything is submitted."""
@@ -224,7 +246,18 @@ class Executor(RemoteExecutor):
                 self.backend.find_orphans()
             except SubmitError as e:
                 raise WorkflowError(f"slurm-gpu: {e}") from None
-        super().run_jobs(jobs)
+        if self._arrays is None:
+            super().run_jobs(jobs)
+            return
+        # array-jobs: the ready steps of the chosen rules go to the array submitter together
+        together = []
+        for job in jobs:
+            self.run_job_pre(job)
+            if not arrays.wanted(self._array_rules, job.name, job.is_group()):
+                self.run_job(job)
+            elif (ready := self._ready(job)) is not None:
+                together.append(ready)
+        self._arrays.start(together)
 
     # ------------------------------------------------------------ submission
     def _paths(self, job: JobExecutorInterface) -> StepPaths:
@@ -240,20 +273,27 @@ class Executor(RemoteExecutor):
         return job_command.step_command(self, self.files, job, paths, spec, self.settings.job_side_snakemake)
 
     def run_job(self, job: JobExecutorInterface) -> None:
+        ready = self._ready(job)
+        if ready is not None:
+            self.backend.start(ready.job, ready.spec, ready.paths, ready.provenance)
+
+    def _ready(self, job: JobExecutorInterface) -> ReadyStep | None:
+        """The step, checked and ready to submit; None when it was refused, or re-attached to its live
+        job of an earlier run."""
         try:
             spec = self._spec(job)
             self._check_targets(job)
         except (ResourceError, WildcardError) as e:
             # resources known only now (functions of the inputs) are checked only now
             self.refuse(job, f"slurm-gpu: not submitted: {e}")
-            return
+            return None
         paths = self._paths(job)
         provenance = step_provenance.digest(job)
         if self.backend.reattach(job, spec, paths, provenance):
-            return
+            return None
         if spec.resumable and not job.is_group() and not self._prepare_checkpoint_dir(job, paths):
-            return
-        self.backend.start(job, spec, paths, provenance)
+            return None
+        return ReadyStep(job, spec, paths, provenance)
 
     def _prepare_checkpoint_dir(self, job: JobExecutorInterface, paths: StepPaths) -> bool:
         """Before a resumable step is submitted: its checkpoint directory private, and moved aside if

@@ -117,6 +117,19 @@ class ExecutorSettings(ExecutorSettingsBase):
                           "job, which saves the job-side Snakemake's start (about a second of CPU per job). "
                           "Resumable (GPU) steps always keep the job-side Snakemake."},
     )
+    array_jobs: Optional[str] = field(
+        default=None,
+        metadata={"help": "Submit the ready steps of these rules as Slurm job arrays: 'all', or a comma-separated "
+                          "list of rule names. Ready steps of one rule that ask Slurm for the same resources go "
+                          "in one sbatch --array (one task per step, each running exactly its own step, "
+                          "training steps with their own checkpoint directory); a step alone, a group job and a "
+                          "resubmission are submitted on their own. Off by default."},
+    )
+    array_concurrency: Optional[int] = field(
+        default=None,
+        metadata={"help": "At most this many tasks of one job array run at a time (sbatch --array=...%%N). "
+                          "Default: no limit beyond the cluster's."},
+    )
     status_interval_min_s: int = field(
         default=2,
         metadata={"help": "Seconds between status polls while jobs are changing state (one batched "

@@ -121,6 +121,16 @@ class StepSpec:
         tasks = self.ntasks if self.ntasks is not None else self.tasks_per_node
         return max(self.cpus_per_task, 1) * max(tasks, 1)
 
+    @property
+    def layout(self) -> str:
+        """How the step's job is laid out, for the line that names its job."""
+        text = f"{self.nodes} node(s) x {self.tasks_per_node} task(s)"
+        if self.launcher == "torchrun":
+            text += f" with torchrun starting {self.ranks_per_node} rank(s) each"
+        if self.gpus:
+            text += f", {self.gpus_per_node} GPU(s) per node"
+        return text
+
 
 def _managed_owner(flag: str) -> str | None:
     """The resource that owns `flag`, "" for flags slurm-gpu sets itself, None if unmanaged.

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
 from . import attach, slurm
+from .spec import StepSpec
 
 # seconds between tries: quick at first (a socket timeout under load), then every 30 s (a restart)
 BACKOFF_S = (1.0, 2.0, 4.0, 8.0, 15.0, 30.0)
@@ -83,3 +84,18 @@ class Submitter:
                 if found is not None:
                     return found
                 break
+
+
+def account_hint(run: Callable[[Sequence[str]], str], spec: StepSpec, error: slurm.SlurmError) -> str:
+    """When Slurm refused the job for its account: the accounts the user has (sacctmgr), asked
+    only then."""
+    if not slurm.is_account_error(error):
+        return ""
+    try:
+        accounts = slurm.parse_names(run(slurm.user_accounts_argv()))
+    except slurm.SlurmError:
+        accounts = []
+    given = f"slurm_account is {spec.account!r}" if spec.account else "no slurm_account is set"
+    mine = f"your accounts: {', '.join(sorted(set(accounts)))}" if accounts else "sacctmgr lists no account of yours"
+    return (f"\nHINT: rule '{spec.rule}': {given}, and this cluster needs a valid one ({mine}); set the resource "
+            "slurm_account, e.g. in the profile's default-resources")

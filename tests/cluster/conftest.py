@@ -98,7 +98,9 @@ class Run:
     def jobs(self, rule: str, wildcards: str = "all") -> list[str]:
         """Slurm job ids of a step, from the per-job log files Slurm wrote."""
         log_dir = self.workdir / ".snakemake" / "slurm-gpu" / "logs" / rule / wildcards
-        return sorted((p.stem for p in log_dir.glob("*.log")), key=int) if log_dir.is_dir() else []
+        # an array task's log is <array id>_<task id>.log
+        return (sorted((p.stem for p in log_dir.glob("*.log")), key=lambda s: [int(x) for x in s.split("_")])
+                if log_dir.is_dir() else [])
 
 
 # the tests read the Slurm logs and scripts of steps that succeeded, which slurm-gpu removes by default

@@ -1,0 +1,165 @@
+"""Job arrays (--slurm-gpu-array-jobs) on the real cluster: the ready training steps of one rule are
+one `sbatch --array`, each task runs its own step (its own checkpoint directory, event log and log
+file), a task requeued in place resumes from its checkpoint while its siblings run on, and a
+Snakemake killed mid-run is replaced by one that waits for the tasks instead of submitting again.
+
+The workflow is the sweep's torch-free trainer (workflows/sweep/scripts/train.py: rendezvous,
+checkpoints, requeue on the signal) with every trial on one GPU, so each trial's result is a pure
+function of its learning rate: a resumed task must end on exactly the floats computed here."""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+
+from conftest import Background, copy_workflow, slurm, snakemake, wait_for
+
+from snakemake_executor_plugin_slurm_gpu import events, timeline
+
+TRIALS = 6
+STEPS = 200
+ARRAYS = "--slurm-gpu-array-jobs=all"
+
+SNAKEFILE = '''
+import sys
+
+sys.path.insert(0, f"{workflow.basedir}/scripts")
+import sweep
+
+TRIALS = sweep.trial_names(int(config["trials"]))
+
+
+rule all:
+    input:
+        expand("results/trials/{trial}/score.json", trial=TRIALS),
+
+
+rule train:
+    output:
+        "results/trials/{trial}/model.json",
+    params:
+        lr=lambda wc: sweep.hyper(wc.trial)["lr"],
+    resources:
+        gpus=1,
+        cpus_per_task=1,
+        mem_mb=200,
+        runtime=30,
+    shell:
+        "srun python scripts/train.py --trial {wildcards.trial} --lr {params.lr} --steps {config[steps]}"
+        " --step-s {config[step_s]} --checkpoint-every {config[checkpoint_every]} --out {output:q}"
+
+
+rule evaluate:
+    input:
+        "results/trials/{trial}/model.json",
+    output:
+        "results/trials/{trial}/score.json",
+    resources:
+        mem_mb=100,
+        runtime=5,
+    shell:
+        "python scripts/evaluate.py --model {input:q} --out {output:q}"
+'''
+
+CONFIG = ("--config", f"trials={TRIALS}", f"steps={STEPS}", "step_s=0.05", "checkpoint_every=10")
+
+
+def workflow(tmp_path: Path) -> Path:
+    workdir = copy_workflow("sweep", tmp_path)
+    (workdir / "Snakefile").write_text(SNAKEFILE)
+    return workdir
+
+
+def trials() -> list[str]:
+    return [f"t{i:03d}" for i in range(TRIALS)]
+
+
+def step_log(workdir: Path, rule: str, trial: str) -> list[dict]:
+    return events.read(workdir / f".snakemake/slurm-gpu/events/{rule}/trial={trial}.jsonl")
+
+
+def job_of(workdir: Path, rule: str, trial: str) -> str | None:
+    submitted = [e["job_id"] for e in step_log(workdir, rule, trial) if e["event"] == "submitted"]
+    return submitted[-1] if submitted else None
+
+
+def expected(trial: str) -> dict[str, float]:
+    """The trial's model after STEPS steps in a world of one rank, computed here without Slurm."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "workflows/sweep/scripts"))
+    import sweep
+
+    lr = float(sweep.hyper(trial)["lr"])
+    w = b = loss = 0.0
+    for _ in range(STEPS):
+        w, b, loss = sweep.update(w, b, sweep.fold([sweep.partial_gradient(w, b, 0, 1)]), lr)
+    return {"w": w, "b": b, "train_loss": loss}
+
+
+def assert_every_trial_exact(workdir: Path) -> None:
+    for trial in trials():
+        model = json.loads((workdir / f"results/trials/{trial}/model.json").read_text())
+        assert {k: model[k] for k in ("w", "b", "train_loss")} == expected(trial), trial
+        assert (workdir / f"results/trials/{trial}/score.json").exists()
+
+
+def test_training_steps_are_one_array_and_a_task_requeued_in_place_resumes_alone(cluster, tmp_path):
+    workdir = workflow(tmp_path)
+    bg = Background(workdir, *CONFIG, ARRAYS)
+    try:
+        # the second trial's task, once it has a checkpoint: its requeue signal, as a preemption sends it
+        target = wait_for(lambda: any(e["event"] == "checkpoint" for e in step_log(workdir, "train", "t001"))
+                          and job_of(workdir, "train", "t001"), 240, "a checkpoint of trial t001")
+        slurm("scancel", "--signal=USR1", target)
+        run = bg.wait()
+    finally:
+        bg.kill()
+    assert run.returncode == 0, run.output[-4000:]
+    jobs = {trial: job_of(workdir, "train", trial) for trial in trials()}
+    # one sbatch for the six training steps: tasks 0-5 of one array
+    assert all(re.fullmatch(r"\d+_\d", j or "") for j in jobs.values()), jobs
+    assert len({j.split("_")[0] for j in jobs.values()}) == 1, jobs
+    assert sorted(int(j.split("_")[1]) for j in jobs.values()) == list(range(TRIALS))
+    assert f"{TRIALS} steps of rule train are Slurm job array {jobs['t000'].split('_')[0]}" in run.output
+    assert_every_trial_exact(workdir)
+    for trial, job in jobs.items():
+        log = step_log(workdir, "train", trial)
+        starts = [(e["job_id"], e["restart"]) for e in log if e["event"] == "started"]
+        summary = timeline.summarize(log)
+        assert summary.state == "completed", (trial, summary)
+        if trial == "t001":
+            # requeued in place (same task id) by its own request, and resumed from its checkpoint
+            assert starts == [(job, 0), (job, 1)], log
+            assert [e["requeued"] for e in log if e["event"] == "requeue_requested"] == [True]
+            assert [e["from_step"] for e in log if e["event"] == "resumed"][0] > 0
+            assert summary.runs == 2
+        else:
+            assert starts == [(job, 0)], (trial, log)  # the signal reached this task alone
+        # its output went to its own step's log, under the task's id
+        assert (workdir / f".snakemake/slurm-gpu/logs/train/trial={trial}/{job}.log").stat().st_size > 0
+    states = slurm("sacct", "-X", "--noheader", "--parsable2", f"--jobs={jobs['t001']}", "--duplicates",
+                   "--format=JobID,State").split()
+    assert states[0].endswith("|REQUEUED") and states[-1] == f"{jobs['t001']}|COMPLETED", states
+
+
+def test_a_new_snakemake_waits_for_the_tasks_of_the_one_that_was_killed(cluster, tmp_path):
+    workdir = workflow(tmp_path)
+    bg = Background(workdir, *CONFIG, ARRAYS)
+    try:
+        wait_for(lambda: all(job_of(workdir, "train", t) for t in trials())
+                 and any(e["event"] == "checkpoint" for e in step_log(workdir, "train", "t000")), 240,
+                 "every training step submitted, one training")
+    finally:
+        bg.kill()  # SIGKILL: no clean-up, the tasks run on
+    jobs = {trial: job_of(workdir, "train", trial) for trial in trials()}
+    unlock = snakemake(workdir, *CONFIG, "--unlock")  # as a user would after a crash
+    assert unlock.returncode == 0, unlock.output
+    run = snakemake(workdir, *CONFIG, ARRAYS)
+    assert run.returncode == 0, run.output[-4000:]
+    waited = re.findall(r"step train/trial=(t\d+) is still Slurm job (\d+_\d+)", run.output)
+    assert waited and all(jobs[trial] == job for trial, job in waited), (waited, jobs)
+    for trial, job in waited:
+        submitted = [e["job_id"] for e in step_log(workdir, "train", trial) if e["event"] == "submitted"]
+        assert submitted == [job], (trial, submitted)  # its task was followed, never submitted again
+    assert_every_trial_exact(workdir)
