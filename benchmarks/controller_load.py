@@ -69,8 +69,22 @@ rule short:
     input: previous
     output: "out/{{i}}.txt"
     resources: runtime=5, mem_mb=100
-    shell: "sleep 1; date +%s.%N > {{output}}"
+    shell: "date +%s.%N > {{output}}.start; sleep 1; date +%s.%N > {{output}}"
 '''
+
+# the payload of every mode: when it began and when it ended, in files beside the output
+PAYLOAD = "date +%s.%N > out/{i}.txt.start; sleep 1; date +%s.%N > out/{i}.txt"
+
+
+OFFICIAL_ARGS = ["--executor", "slurm", "--default-resources", "slurm_partition=debug", "slurm_account=root"]
+# the workflow-engine modes: (snakemake, its arguments); "bare" and "bare-array" have no engine
+MODES = {
+    "slurm-gpu": (VENV_BIN / "snakemake", ["--executor", "slurm-gpu"]),
+    "slurm-gpu-arrays": (VENV_BIN / "snakemake", ["--executor", "slurm-gpu", "--slurm-gpu-array-jobs=all"]),
+    "slurm-gpu-job-side": (VENV_BIN / "snakemake", ["--executor", "slurm-gpu", "--slurm-gpu-job-side-snakemake"]),
+    "official": (OFFICIAL_BIN / "snakemake", OFFICIAL_ARGS),
+    "official-arrays": (OFFICIAL_BIN / "snakemake", [*OFFICIAL_ARGS, "--slurm-array-jobs=all"]),
+}
 
 
 def reset_counters() -> None:
@@ -132,7 +146,7 @@ def run_bare(workdir: Path, n: int, chain: bool, bin_dir: Path) -> tuple[float, 
 
     def submit(i: int) -> str:
         out = subprocess.run(["sbatch", "--parsable", "--time=5", "--mem=100", f"--output={workdir}/slurm-%j.out",
-                              f"--chdir={workdir}", f"--wrap=sleep 1; date +%s.%N > out/{i}.txt"],
+                              f"--chdir={workdir}", "--wrap=" + PAYLOAD.format(i=i)],
                              env=env, capture_output=True, text=True, check=True).stdout
         return out.strip().split(";")[0]
 
@@ -150,6 +164,28 @@ def run_bare(workdir: Path, n: int, chain: bool, bin_dir: Path) -> tuple[float, 
             wait({submit(i): i})
     else:
         wait({submit(i): i for i in range(n)})
+    return time.time() - start, seen
+
+
+def run_bare_array(workdir: Path, n: int, bin_dir: Path) -> tuple[float, dict[str, float]]:
+    """The limit of arrays: one sbatch --array of the same payloads, squeue once a second until gone."""
+    env = dict(os.environ, PATH=f"{bin_dir}:{os.environ['PATH']}")
+    (workdir / "out").mkdir()
+    seen: dict[str, float] = {}
+    start = time.time()
+    array = subprocess.run(["sbatch", "--parsable", "--time=5", "--mem=100", f"--array=0-{n - 1}",
+                            f"--output={workdir}/slurm-%A_%a.out", f"--chdir={workdir}",
+                            "--wrap=" + PAYLOAD.replace("{i}", "$SLURM_ARRAY_TASK_ID")],
+                           env=env, capture_output=True, text=True, check=True).stdout.strip().split(";")[0]
+    left = set(range(n))
+    while left:
+        time.sleep(1)
+        out = subprocess.run(["squeue", "--noheader", "--array", f"--jobs={array}", "--format=%i"], env=env,
+                             capture_output=True, text=True).stdout.split()
+        listed = {int(i.split("_")[1]) for i in out if "_" in i and i.split("_")[1].isdigit()}
+        for task in [t for t in left if t not in listed]:
+            seen[f"out/{task}.txt"] = time.time()
+            left.discard(task)
     return time.time() - start, seen
 
 
@@ -181,14 +217,10 @@ def measure(mode: str, scenario: str, n: int, base: Path) -> dict[str, object]:
     began = time.time()
     if mode == "bare":
         wall, noticed = run_bare(workdir, n, chain, bin_dir)
+    elif mode == "bare-array":
+        wall, noticed = run_bare_array(workdir, n, bin_dir)
     else:
-        if mode == "slurm-gpu":
-            snakemake, args = VENV_BIN / "snakemake", ["--executor", "slurm-gpu"]
-        elif mode == "slurm-gpu-job-side":
-            snakemake, args = VENV_BIN / "snakemake", ["--executor", "slurm-gpu", "--slurm-gpu-job-side-snakemake"]
-        else:
-            snakemake = OFFICIAL_BIN / "snakemake"
-            args = ["--executor", "slurm", "--default-resources", "slurm_partition=debug", "slurm_account=root"]
+        snakemake, args = MODES[mode]
         wall, noticed = run_snakemake(workdir, snakemake, args, n, bin_dir)
     ctld, dbd = counters()
     rpcs = {k: v for k, v in ctld.items() if k not in OWN_RPCS}
@@ -207,8 +239,15 @@ def measure(mode: str, scenario: str, n: int, base: Path) -> dict[str, object]:
         # one job at a time: from each submission to its payload's end (queue, start, job-side
         # engine, the payload), and from a payload's end to the next submission (noticing, scheduling)
         ends = [float((workdir / f"out/{i}.txt").read_text()) for i in range(n)]
+        begins = [float((workdir / f"out/{i}.txt.start").read_text()) for i in range(n)]
         stages = {"submit_to_payload_end_s": round(statistics.mean(e - s for s, e in zip(submits, ends)), 2),
-                  "payload_end_to_next_submit_s": round(statistics.mean(s - e for e, s in zip(ends, submits[1:])), 2)}
+                  "payload_end_to_next_submit_s": round(statistics.mean(s - e for e, s in zip(ends, submits[1:])), 2),
+                  # of submission -> payload end: Slurm's queue and the job's start, up to the payload's first line
+                  "submit_to_payload_start_s": round(statistics.mean(b - s for s, b in zip(submits, begins)), 2),
+                  "stage_s": round(statistics.mean(b - a for a, b in zip(ends, ends[1:])), 2) if n > 1 else None,
+                  # Snakemake's own start (imports, DAG, pre-flight) and end, outside the stages
+                  "before_first_submit_s": round(submits[0] - began, 2),
+                  "after_last_payload_s": round(began + wall - ends[-1], 2)}
     times = slurm_times(began)
     return {
         "mode": mode, "scenario": scenario, "jobs": n, "wall_s": round(wall, 1),
@@ -228,11 +267,14 @@ def main() -> int:
     ap.add_argument("--jobs", type=int, default=100)
     ap.add_argument("--chain", type=int, default=10)
     ap.add_argument("--only", default="slurm-gpu,slurm-gpu-job-side,official,bare")
+    ap.add_argument("--scenarios", default="independent,chain")
     args = ap.parse_args()
     modes = args.only.split(",")
     base = Path(tempfile.mkdtemp(prefix="sg-controller-load-"))
     rows = []
     for scenario, n in (("independent", args.jobs), ("chain", args.chain)):
+        if scenario not in args.scenarios.split(","):
+            continue
         for mode in modes:
             print(f"[controller-load] {scenario} x{n}: {mode} ...", file=sys.stderr, flush=True)
             rows.append(measure(mode, scenario, n, base))

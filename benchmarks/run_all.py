@@ -25,6 +25,8 @@ RESULTS = REPO / "benchmarks" / "results"
 BENCHMARKS = {
     "controller_load": ("Controller load and latency: 100 independent jobs and a 10-stage chain", [], 
                         ["--jobs", "10", "--chain", "3"]),
+    "arrays": ("Job arrays: 1,000 independent steps, and the per-stage cost of a chain", [],
+               ["--jobs", "20", "--chains", "3", "--only", "bare,bare-array,slurm-gpu,slurm-gpu-arrays"]),
     "poll_scale": ("Scale: one status poll with 1,000 and 10,000 jobs known", [],
                    ["--sizes", "100,1000", "--snakemake-jobs", "100", "--watch-s", "15"]),
     "training_overhead": ("Training overhead: steps/s under slurm-gpu vs a hand-written sbatch script", [],

@@ -40,12 +40,22 @@ def main() -> int:
     env = dict(os.environ, SLURM_GPU_SCALE_FIGURES=str(figures_file), SLURM_GPU_SCALE_SHIM=str(shim),
                PATH=f"{VENV_BIN}:{os.environ.get('PATH', '/usr/bin:/bin')}")
     done = subprocess.run([sys.executable, "-m", "pytest", "tests/cluster/test_scale.py", "-q", "-p", "no:cacheprovider",
-                           *(["-k", "not sweep"] if args.no_sweep else [])],
+                           "-k", "not sweep" if args.no_sweep else "not arrays"],
                           cwd=REPO, env=env, capture_output=True, text=True)
     if done.returncode != 0:
         print(done.stdout[-5000:], done.stderr[-2000:])
         print("the scale tests failed: no figures")
         return 1
+    array_calls = base / "array-calls.log"
+    if not args.no_sweep:
+        # the same 200-trial sweep with job arrays on, its Slurm commands counted apart
+        array_shim = shim_dir(base / "array-shim", array_calls, SHIMMED)
+        done = subprocess.run([sys.executable, "-m", "pytest", "tests/cluster/test_scale.py", "-q", "-p",
+                               "no:cacheprovider", "-k", "arrays"], cwd=REPO, capture_output=True, text=True,
+                              env=dict(env, SLURM_GPU_SCALE_SHIM=str(array_shim), SLURM_GPU_SWEEP_ARRAY_TRIALS="200"))
+        if done.returncode != 0:
+            print(done.stdout[-5000:], done.stderr[-2000:])
+            print("the sweep with job arrays failed: no figures for it")
     fig = json.loads(figures_file.read_text())
     lines = calls.read_text().splitlines() if calls.exists() else []
     submit_host = Counter(line.split()[0] for line in lines if not line.endswith(" job"))
@@ -81,6 +91,23 @@ def main() -> int:
             ("executor: status polls; Slurm status commands per poll", f"{polls}; {fig['status_commands_per_poll']}"),
             ("executor: Slurm commands by name", ", ".join(f"{k} {v}" for k, v in sorted(submit_host.items()))),
             ("inside jobs: Slurm commands by name", ", ".join(f"{k} {v}" for k, v in sorted(in_jobs.items()))),
+        ]
+    if "sweep_arrays_trials" in fig:
+        array_lines = array_calls.read_text().splitlines() if array_calls.exists() else []
+        host = Counter(line.split()[0] for line in array_lines if not line.endswith(" job"))
+        plain = fig.get("sweep_slurm_jobs")
+        rows += [
+            (f"sweep with job arrays: {fig['sweep_arrays_trials']} trials, wall", f"{fig['sweep_arrays_wall_s']} s"
+             + (f" ({fig['sweep_arrays_wall_s'] / fig['sweep_wall_s']:.2f}x without arrays)"
+                if fig.get("sweep_wall_s") and fig["sweep_arrays_trials"] == fig.get("sweep_trials") else "")),
+            ("sweep with job arrays: sbatch calls", f"{host['sbatch']} (without arrays: {plain})"),
+            ("sweep with job arrays: trials stopped (signal / scontrol requeue)",
+             f"{fig['sweep_arrays_stopped']['requeue signal']} / {fig['sweep_arrays_stopped']['scontrol requeue']}"),
+            ("sweep with job arrays: steps redone after a stop (signal; hard stop)",
+             f"{sorted(fig['sweep_arrays_steps_redone_after_stops']['requeue signal'])}; "
+             f"{sorted(fig['sweep_arrays_steps_redone_after_stops']['scontrol requeue'])}"),
+            ("sweep with job arrays: executor Slurm commands by name",
+             ", ".join(f"{k} {v}" for k, v in sorted(host.items()))),
         ]
     print(format_table(rows))
     print(f"\nwritten {RESULTS / 'scale.json'}")

@@ -234,7 +234,9 @@ class Executor(RemoteExecutor):
         for job in jobs:
             paths, spec = self._paths(job), self._spec(job, known_only=True)
             text = render_batch_script(spec, paths, self._step_command(job, paths, spec), self.options)
-            print(f"{EXPLAIN_MARK} step {paths.key} (rule {job.name}) {'=' * 20}\n{text}", end="", flush=True)
+            in_array = " (array-jobs: a task of a job array when ready with others of its rule)" if arrays.wanted(
+                self._array_rules, job.name, job.is_group()) else ""
+            print(f"{EXPLAIN_MARK} step {paths.key} (rule {job.name}){in_array} {'=' * 20}\n{text}", end="", flush=True)
         raise WorkflowError(f"slurm-gpu: explain: printed the batch scripts of {len(jobs)} step(s) above; "
                             "nothing was submitted")
 

@@ -149,6 +149,9 @@ def test_after_a_signalled_requeue_the_256_rank_world_is_formed_again(scale_clus
 # ---------------------------------------------------------------- a sweep of 200 trials
 
 SWEEP_TRIALS = 200
+# the same sweep with job arrays on: fewer trials in `make test` (the guarantees are the same), 200 in
+# benchmarks/scale.py
+SWEEP_ARRAY_TRIALS = int(os.environ.get("SLURM_GPU_SWEEP_ARRAY_TRIALS", "60"))
 
 
 class LiveSteps(threading.Thread):
@@ -161,20 +164,36 @@ class LiveSteps(threading.Thread):
         self.most_live_jobs_of_one_step = 0
         self.doubled: dict[str, list[str]] = {}
         self.running_train: dict[str, str] = {}  # trial -> job id
+        self.tasks: dict[str, str] = {}  # array task id -> step key
         self.lock = threading.Lock()
         self._halt = threading.Event()
 
+    def step_of(self, job: str, comment: str) -> str | None:
+        """A job's step: its comment names it; an array task's is in its step's submission record."""
+        if "step=" in comment:
+            return comment.split("step=", 1)[1]
+        if "array=" not in comment:
+            return None
+        if job not in self.tasks:
+            for record in (self.workdir / ".snakemake/slurm-gpu/submissions").glob("*/*.json"):
+                try:
+                    self.tasks[json.loads(record.read_text())["job_id"]] = f"{record.parent.name}/{record.stem}"
+                except (OSError, ValueError, KeyError):
+                    continue
+        return self.tasks.get(job)
+
     def run(self) -> None:
         while not self._halt.is_set():
-            out = subprocess.run(["squeue", "--noheader", "--format=%i|%T|%k|%Z"], capture_output=True,
+            # --array: one line per array task, pending ones too
+            out = subprocess.run(["squeue", "--noheader", "--array", "--format=%i|%T|%k|%Z"], capture_output=True,
                                  text=True).stdout
             by_step: dict[str, list[str]] = {}
             running = {}
             for line in out.splitlines():
                 job, state, comment, workdir = (line.split("|") + ["", "", "", ""])[:4]
-                if workdir != str(self.workdir) or "step=" not in comment:
+                step = self.step_of(job, comment) if workdir == str(self.workdir) else None
+                if step is None:
                     continue
-                step = comment.split("step=", 1)[1]
                 by_step.setdefault(step, []).append(job)
                 if state == "RUNNING" and step.startswith("train/trial="):
                     running[step.split("=", 1)[1]] = job
@@ -260,9 +279,22 @@ class ProcessWatch(threading.Thread):
 
 
 def test_a_sweep_of_200_trials_survives_preempting_a_tenth_of_them(scale_cluster, tmp_path):
+    run_sweep(tmp_path, SWEEP_TRIALS)
+
+
+def test_the_sweep_with_job_arrays_keeps_every_guarantee(scale_cluster, tmp_path):
+    """The same sweep, its steps submitted as job arrays: the stops land on single tasks (requeued
+    in place under their task id), nothing runs twice, and the summary is exact."""
+    run = run_sweep(tmp_path, SWEEP_ARRAY_TRIALS, "--slurm-gpu-array-jobs=all", figures="sweep_arrays")
+    arrays = re.findall(r"(\d+) steps of rule (\w+) are Slurm job array", run.output)
+    assert sum(int(n) for n, rule in arrays if rule == "train") > SWEEP_ARRAY_TRIALS // 2, arrays
+
+
+def run_sweep(tmp_path: Path, trials: int, *args: str, figures: str = "sweep"):
     sys.path.insert(0, str(REPO / "workflows" / "sweep" / "scripts"))
     import sweep
 
+    SWEEP_TRIALS = trials
     workdir = copy_workflow("sweep", tmp_path)
     env: dict[str, str] = {}
     shim = os.environ.get("SLURM_GPU_SCALE_SHIM")  # benchmarks/scale.py counts Slurm commands this way
@@ -275,7 +307,7 @@ def test_a_sweep_of_200_trials_survives_preempting_a_tenth_of_them(scale_cluster
     # 0.2 s steps: 60 steps take 12 s, so a trial picked at step 10-20 is still training when the
     # stop arrives, however slow scancel is on a loaded machine (the job-side Snakemakes of 60 live
     # jobs keep 2 cores busy)
-    bg = Background(workdir, "--config", f"trials={SWEEP_TRIALS}", "step_s=0.2", "--jobs", "60", env=env)
+    bg = Background(workdir, "--config", f"trials={SWEEP_TRIALS}", "step_s=0.2", "--jobs", "60", *args, env=env)
     watch = ProcessWatch(bg.proc.pid)
     watch.start()
     try:
@@ -327,12 +359,17 @@ def test_a_sweep_of_200_trials_survives_preempting_a_tenth_of_them(scale_cluster
     untouched = [t for t in names if t not in preempter.stopped]
     assert all(len(models[t]["runs"]) == 1 for t in untouched)
 
-    record_figure("sweep_trials", SWEEP_TRIALS)
-    record_figure("sweep_slurm_jobs", len(names) * 2 + 1)
-    record_figure("sweep_wall_s", round(run.seconds, 1))
-    record_figure("sweep_stopped", {how: sum(1 for _, h in preempter.stopped.values() if h == how)
-                                    for how in ("requeue signal", "scontrol requeue")})
-    record_figure("sweep_steps_redone_after_stops", lost)
-    record_figure("executor_peak_rss_mb", round(watch.peak_rss_kb / 1024, 1))
-    record_figure("executor_cpu_s", watch.cpu_s)
-    record_figure("executor_children_cpu_s", watch.children_cpu_s)
+    record_figure(f"{figures}_trials", SWEEP_TRIALS)
+    record_figure(f"{figures}_slurm_jobs", len(names) * 2 + 1)
+    record_figure(f"{figures}_sbatch_calls", len(re.findall(r"steps of rule \w+ are Slurm job array|"
+                                                            r"step \S+ is Slurm job \d+ \(", run.output)))
+    record_figure(f"{figures}_wall_s", round(run.seconds, 1))
+    record_figure(f"{figures}_stopped", {how: sum(1 for _, h in preempter.stopped.values() if h == how)
+                                         for how in ("requeue signal", "scontrol requeue")})
+    record_figure(f"{figures}_steps_redone_after_stops", lost)
+    record_figure(f"{figures}_executor_peak_rss_mb" if figures != "sweep" else "executor_peak_rss_mb",
+                  round(watch.peak_rss_kb / 1024, 1))
+    record_figure(f"{figures}_executor_cpu_s" if figures != "sweep" else "executor_cpu_s", watch.cpu_s)
+    record_figure(f"{figures}_executor_children_cpu_s" if figures != "sweep" else "executor_children_cpu_s",
+                  watch.children_cpu_s)
+    return run

@@ -238,3 +238,44 @@ def test_one_ready_step_is_a_job_of_its_own_without_asking_the_cluster(workdir: 
     fake_slurm.answer(["sbatch", "--parsable"], stdout="95\n")
     ArraySubmitter(backend, concurrency=None).start([ready(workdir, "a")])
     assert fake_slurm.commands() == ["sbatch"] and [i for _, i in host.submitted] == ["95"]
+
+
+# ---------------------------------------------------------------- a task's life after submission
+
+def array_of_two(workdir: Path, fake: FakeSlurm, host: Host, resources: dict):  # type: ignore[no-untyped-def]
+    from snakemake_interface_executor_plugins.executors.base import SubmittedJobInfo
+
+    backend = batch_jobs(workdir, fake, host)
+    fake.answer(slurm.config_argv(), stdout="MaxArraySize = 1001\n")
+    fake.answer(["sbatch", "--parsable"], stdout="77\n")
+    steps = [ReadyStep(step_job(n), build_spec("count", resources), StepPaths.of(workdir, "count", {"sample": n}),
+                       "digest") for n in "ab"]
+    ArraySubmitter(backend, concurrency=None).start(steps)
+    infos = [SubmittedJobInfo(s.job, external_jobid=job_id, aux={"paths": s.paths, "spec": s.spec})
+             for s, (_, job_id) in zip(steps, host.submitted)]
+    return backend, infos
+
+
+def test_a_timed_out_task_is_resubmitted_alone_as_a_job_of_its_own(workdir: Path, fake_slurm: FakeSlurm) -> None:
+    from test_batch_jobs import check
+
+    host = Host()
+    backend, (a, b) = array_of_two(workdir, fake_slurm, host, {"gpus": 1, "runtime": 10})
+    fake_slurm.answer(slurm.squeue_argv(["77_0", "77_1"]), stdout="77_0|TIMEOUT|TimeLimit|n1\n77_1|RUNNING|None|n2\n")
+    fake_slurm.answer(slurm.sacct_argv(["77_0"]), stdout="77_0|TIMEOUT|None|0:0|n1\n")
+    fake_slurm.answer(slurm.scancel_argv(["77_0"]))
+    fake_slurm.answer(["sbatch", "--parsable"], stdout="80\n")
+    follow = check(backend, [a, b])
+    assert [f.external_jobid for f in follow] == ["80", "77_1"]  # the sibling runs on, untouched
+    assert "--array" not in fake_slurm.stdins[-1]
+    assert backend.lives[a.aux["paths"].key].job_ids == ("77_0", "80")
+    kinds = [(e["event"], e.get("job_id")) for e in events.read(a.aux["paths"].event_log)]
+    assert kinds == [("submitted", "77_0"), ("resubmitted", "77_0"), ("submitted", "80")]
+
+
+def test_a_ctrl_c_cancels_the_tasks(workdir: Path, fake_slurm: FakeSlurm) -> None:
+    host = Host()
+    backend, _ = array_of_two(workdir, fake_slurm, host, {})
+    fake_slurm.answer(slurm.scancel_argv(["77_0", "77_1"]))
+    backend.cancel([])
+    assert fake_slurm.argvs()[-1] == ["scancel", "77_0", "77_1"]

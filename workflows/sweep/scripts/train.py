@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import fcntl
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -28,7 +27,7 @@ signals.install()  # first: a requeue signal during start-up must not kill the r
 
 from snakemake_executor_plugin_slurm_gpu import checkpoints, events  # noqa: E402
 from snakemake_executor_plugin_slurm_gpu.contract import (INTERRUPTED_EXIT_CODE, CheckpointReason,  # noqa: E402
-                                                          EventKind, StopReason)
+                                                          EventKind, StopReason, job_id)
 from snakemake_executor_plugin_slurm_gpu.runtime import rendezvous  # noqa: E402
 from snakemake_executor_plugin_slurm_gpu.runtime.boundary import Boundary  # noqa: E402
 from snakemake_executor_plugin_slurm_gpu.runtime.requeue import Interrupted  # noqa: E402
@@ -82,7 +81,7 @@ def main() -> int:
         events.emit(EventKind.RESUMED, from_step=step, path=str(directory / STATE.format(step)), restart=restart)
     print(f"{args.trial}: rank {rank}/{world.world_size} on {world.me.node}, restart {restart}, from step {step}",
           flush=True)
-    this_run = {"restart": restart, "job_id": os.environ.get("SLURM_JOB_ID"), "from_step": step,
+    this_run = {"restart": restart, "job_id": job_id(), "from_step": step,
                 "world_size": world.world_size}
     # on SIGTERM no checkpoint (there is no time: the last periodic one resumes) and no interrupted marker
     boundary = Boundary(directory, rank0=rank == 0, restart=restart, mark_sigterm=False)
