@@ -13,7 +13,8 @@ and each run's job steps (`123.batch`, `123.0`, ...). Then:
     cpu_efficiency   total CPU time (user + system, TotalCPU) / sum over runs of elapsed x CPUs
     mem_requested_mb the newest run's request per node (ReqMem, whether asked per node or per CPU)
     mem_peak_mb      the largest MaxRSS of any job step: the peak of one task, sampled every
-                     JobAcctGatherFrequency seconds (a step shorter than that may show none: '-')
+                     JobAcctGatherFrequency seconds (a step shorter than that may show none, or
+                     a MaxRSS of 0: '-')
     mem_efficiency   mem_peak_mb / mem_requested_mb
     gpus             GPUs of the step (Slurm's allocation, else the executor's request)
     gpu_hours        sum over runs of elapsed x GPUs of the run, in hours
@@ -164,7 +165,8 @@ def step_efficiency(summary: timeline.StepSummary, step_events: Sequence[Mapping
         if core_seconds > 0:
             out.cpu_efficiency = sum(r.cpu_seconds for r in started) / core_seconds
         out.mem_requested_mb = slurm.req_mem_per_node_mb(newest.req_mem, newest.alloc_cpus, newest.nodes)
-        peaks = [s.max_rss_mb for r in runs for s in r.steps if s.max_rss_mb is not None]
+        # a MaxRSS of 0 is a step never sampled (no running task has an empty resident set), not a peak
+        peaks = [s.max_rss_mb for r in runs for s in r.steps if s.max_rss_mb]
         out.mem_peak_mb = max(peaks) if peaks else None
         if out.mem_peak_mb is not None and out.mem_requested_mb:
             out.mem_efficiency = out.mem_peak_mb / out.mem_requested_mb

@@ -151,6 +151,17 @@ def test_gpu_step_with_memory_per_cpu() -> None:
     assert gpu.cpu_efficiency == pytest.approx(9.100 / (8 * 4))
 
 
+def test_a_step_never_sampled_has_no_memory_peak_rather_than_zero() -> None:
+    # what Slurm 22.05 printed for a short GPU step: every MaxRSS 0 (JobAcctGatherFrequency not reached)
+    text = "\n".join([
+        "70|70|COMPLETED|4|00:01.000|4|300M||billing=4,cpu=4,gres/gpu=2,node=1|1",
+        "70.batch|70.batch|COMPLETED|4|00:00.500|2||0|cpu=2,gres/gpu=2,mem=0,node=1|1",
+        "70.0|70.0|COMPLETED|3|00:00.500|2||0|cpu=2,gres/gpu=2,mem=0,node=1|1"])
+    steps = {"gpu/all": [submitted("gpu/all", "70", 100.0, gpus_per_node=2)]}
+    (gpu,) = efficiency.compute(steps, FakeSacct(text), now=200.0)
+    assert (gpu.mem_peak_mb, gpu.mem_efficiency) == (None, None)
+
+
 def test_every_run_of_a_requeued_job_counts() -> None:
     requeued = by_step(efficiency.compute(STEPS, FakeSacct(), now=200.0))["requeued/all"]
     assert (requeued.jobs, requeued.state, requeued.elapsed_s, requeued.gpus) == (2, "COMPLETED", 6 + 8, 2)
