@@ -35,17 +35,21 @@ def main() -> int:
     ap.add_argument("--only", default=MANY_MODES, help="modes of the independent steps")
     args = ap.parse_args()
     base = Path(tempfile.mkdtemp(prefix="sg-arrays-"))
-    many, chains = [], []
+    many, chains, failed = [], [], []
     for mode in args.only.split(","):
         print(f"[arrays] independent x{args.jobs}: {mode} ...", file=sys.stderr, flush=True)
-        many.append(cl.measure(mode, "independent", args.jobs, base))
+        try:
+            many.append(cl.measure(mode, "independent", args.jobs, base))
+        except RuntimeError as e:  # a mode whose run failed: said, and the others still measured
+            print(f"[arrays] {mode} failed: {e}", file=sys.stderr, flush=True)
+            failed.append(f"{mode}: the run failed ({e})")
     for length in (int(c) for c in args.chains.split(",") if c):
         for mode in CHAIN_MODES.split(","):
             print(f"[arrays] chain x{length}: {mode} ...", file=sys.stderr, flush=True)
             chains.append(cl.measure(mode, "chain", length, base / f"chain{length}"))
     cl.RESULTS.mkdir(parents=True, exist_ok=True)
     (cl.RESULTS / "arrays.json").write_text(json.dumps({"independent": many, "chains": chains}, indent=2) + "\n")
-    print(many_table(many))
+    print(many_table(many) + "".join(f"\n{line}" for line in failed))
     print()
     print(chain_table(chains))
     shutil.rmtree(base, ignore_errors=True)
