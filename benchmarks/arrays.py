@@ -36,7 +36,7 @@ def main() -> int:
     args = ap.parse_args()
     base = Path(tempfile.mkdtemp(prefix="sg-arrays-"))
     many, chains, failed = [], [], []
-    for mode in args.only.split(","):
+    for mode in (m for m in args.only.split(",") if m):
         print(f"[arrays] independent x{args.jobs}: {mode} ...", file=sys.stderr, flush=True)
         try:
             many.append(cl.measure(mode, "independent", args.jobs, base))

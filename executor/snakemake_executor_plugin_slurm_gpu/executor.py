@@ -15,7 +15,7 @@ from snakemake_interface_executor_plugins.executors.base import SubmittedJobInfo
 from snakemake_interface_executor_plugins.executors.remote import RemoteExecutor
 from snakemake_interface_executor_plugins.jobs import JobExecutorInterface
 
-from . import allocation, arrays, housekeeping, job_command, private, resources, slurm, step_provenance, submit_env
+from . import allocation, arrays, engine_waits, housekeeping, job_command, private, resources, slurm, step_provenance, submit_env
 from .array_jobs import ArraySubmitter, ReadyStep
 from .batch_jobs import BatchJobs, SubmitError
 from .batch_script import JobOptions, render_batch_script
@@ -67,6 +67,7 @@ class Executor(RemoteExecutor):
         self._array_rules, self._arrays = self._array_setting()
         self.next_seconds_between_status_checks = min(float(self.settings.status_event_interval_s),
                                                       float(self.settings.status_interval_min_s))
+        self._poll_sleep = engine_waits.PollSleep()
 
     def _array_setting(self) -> tuple[frozenset[str], ArraySubmitter | None]:
         """The rules whose steps go in job arrays, and the submitter that puts them there (None: off,
@@ -334,7 +335,20 @@ class Executor(RemoteExecutor):
     def cancel_jobs(self, active_jobs: List[SubmittedJobInfo]) -> None:
         self.backend.cancel(active_jobs)
 
+    async def sleep(self) -> None:
+        poll_sleep = getattr(self, "_poll_sleep", None)  # the status thread starts before __post_init__
+        if poll_sleep is None:
+            await super().sleep()
+        else:
+            await poll_sleep(self.next_seconds_between_status_checks)
+
     def shutdown(self) -> None:
+        # the run is over: neither the status thread's sleep nor the scheduler's rate-limit timer has
+        # anything left to wait for (engine_waits)
+        with self.lock:
+            self.wait = False
+        self._poll_sleep.wake()
+        engine_waits.cancel_scheduler_timers(getattr(self.workflow, "scheduler", None))
         super().shutdown()
         days = self.settings.delete_logs_older_than
         if days and days > 0:
