@@ -33,6 +33,7 @@ def main() -> int:
     ap.add_argument("--jobs", type=int, default=1000)
     ap.add_argument("--chains", default="3,10")
     ap.add_argument("--only", default=MANY_MODES, help="modes of the independent steps")
+    ap.add_argument("--results", default="arrays.json", help="file name under benchmarks/results")
     args = ap.parse_args()
     base = Path(tempfile.mkdtemp(prefix="sg-arrays-"))
     many, chains, failed = [], [], []
@@ -48,7 +49,7 @@ def main() -> int:
             print(f"[arrays] chain x{length}: {mode} ...", file=sys.stderr, flush=True)
             chains.append(cl.measure(mode, "chain", length, base / f"chain{length}"))
     cl.RESULTS.mkdir(parents=True, exist_ok=True)
-    (cl.RESULTS / "arrays.json").write_text(json.dumps({"independent": many, "chains": chains}, indent=2) + "\n")
+    (cl.RESULTS / args.results).write_text(json.dumps({"independent": many, "chains": chains}, indent=2) + "\n")
     print(many_table(many) + "".join(f"\n{line}" for line in failed))
     print()
     print(chain_table(chains))

@@ -61,20 +61,9 @@ class ArraySubmitter:
         groups, alone = arrays.arrays_of(prepared, [p.script.text for p in prepared],
                                          self.max_tasks() if len(prepared) > 1 else 1)
         for ready in alone:
-            self.submit_alone(ready)
+            self.backend.launch(ready)
         for members in groups:
             self.submit_array(members)
-
-    def submit_alone(self, ready: Prepared) -> None:
-        backend = self.backend
-        try:
-            job_id = backend.submitter.submit(ready.script.text, backend.root, ready.paths.key,
-                                              known=backend.lives[ready.paths.key].job_ids)
-        except (slurm.SlurmError, ValueError) as e:
-            backend.host.refuse(ready.job, f"slurm-gpu: step {ready.paths.key}: {backend.not_submitted(ready, e)}")
-            return
-        backend.submitted(ready, job_id)
-        backend.report_submitted(ready.job, ready.spec, ready.paths, job_id)
 
     def submit_array(self, members: Sequence[Prepared]) -> None:
         backend = self.backend

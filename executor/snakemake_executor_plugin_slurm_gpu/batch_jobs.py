@@ -69,7 +69,6 @@ class BatchJobs:
         # a submission record was left behind (the Snakemake that wrote it did not see its verdict)
         self.orphans: dict[str, list[slurm.StepJob]] = {}
         self._event_log_warned = False
-        self._accounting_warned = False
 
     @property
     def logger(self) -> Any:
@@ -107,19 +106,17 @@ class BatchJobs:
                 case Resubmit(reason=reason, stop=stop, exclude_nodes=nodes):
                     assert job_info is not None
                     return self.resubmit(job_info, reason, stop, nodes)
-                case Succeed():
+                case Succeed() | Fail():
                     assert job_info is not None
                     self.tracker.forget(job_info.external_jobid, step_ended=True)
                     attach.clear_record(paths.submission_record)
-                    after_success(paths, spec.resumable, self.settings, self.logger)
-                    self.host.report_job_success(job_info)
-                case Fail(reason=reason, ranks_ended=ranks_ended):
-                    assert job_info is not None
-                    self.tracker.forget(job_info.external_jobid, step_ended=True)
-                    attach.clear_record(paths.submission_record)
-                    self.host.report_job_error(job_info, msg=failure_message(
-                        f"step {paths.key}, Slurm job {job_info.external_jobid}", reason,
-                        paths.log_file(job_info.external_jobid), ranks_ended))
+                    if isinstance(effect, Succeed):
+                        after_success(paths, spec.resumable, self.settings, self.logger)
+                        self.host.report_job_success(job_info)
+                    else:
+                        self.host.report_job_error(job_info, msg=failure_message(
+                            f"step {paths.key}, Slurm job {job_info.external_jobid}", effect.reason,
+                            paths.log_file(job_info.external_jobid), effect.ranks_ended))
         return None
 
     def emit(self, paths: StepPaths, kind: str, job_id: str | None, **fields: object) -> None:
@@ -163,11 +160,20 @@ class BatchJobs:
     def start(self, job: JobExecutorInterface, spec: StepSpec, paths: StepPaths, provenance: str) -> None:
         """Submit the step (after reattach() found no live job of it)."""
         try:
-            job_id = self.submit(job, spec, paths, provenance=provenance)
+            ready = self.prepare(job, spec, paths, provenance)
         except SubmitError as e:
             self.host.refuse(job, f"slurm-gpu: step {paths.key}: {e}")
             return
-        self.report_submitted(job, spec, paths, job_id)
+        self.launch(ready)
+
+    def launch(self, ready: Prepared) -> None:
+        """sbatch a prepared step and hand it to Snakemake as submitted, or refuse it with the reason."""
+        try:
+            job_id = self.send(ready)
+        except SubmitError as e:
+            self.host.refuse(ready.job, f"slurm-gpu: step {ready.paths.key}: {e}")
+            return
+        self.report_submitted(ready.job, ready.spec, ready.paths, job_id)
 
     def report_submitted(self, job: JobExecutorInterface, spec: StepSpec, paths: StepPaths, job_id: str) -> None:
         self.host.report_job_submission(SubmittedJobInfo(job, external_jobid=job_id,
@@ -200,10 +206,13 @@ class BatchJobs:
                replaces: tuple[str, Stop, str] | None = None) -> str:
         """Write the step's batch script and sbatch it; the Slurm job id. Raises SubmitError.
         `replaces`: (old job id, cause, why) when this is a resubmission."""
-        ready = self.prepare(job, spec, paths, provenance)
-        known = self.lives[paths.key].job_ids
+        return self.send(self.prepare(job, spec, paths, provenance), replaces)
+
+    def send(self, ready: Prepared, replaces: tuple[str, Stop, str] | None = None) -> str:
+        """sbatch a prepared step; its Slurm job id. Raises SubmitError."""
         try:
-            job_id = self.submitter.submit(ready.script.text, self.root, paths.key, known=known)
+            job_id = self.submitter.submit(ready.script.text, self.root, ready.paths.key,
+                                           known=self.lives[ready.paths.key].job_ids)
         except (slurm.SlurmError, ValueError) as e:
             raise self.not_submitted(ready, e) from None
         self.submitted(ready, job_id, replaces)
@@ -306,7 +315,9 @@ class BatchJobs:
                 for job_info in active_jobs:
                     yield job_info
                 return
-        self.note_accounting()
+        news = self.status.outage_news()
+        if news:
+            self.logger.warning(f"slurm-gpu: {news}")
         changed = False
         for job_info in active_jobs:
             follow, moved = await self.after_poll(job_info, records)
@@ -371,16 +382,6 @@ class BatchJobs:
         except slurm.SlurmError:
             pass  # no accounting: srun's own lines still say what they say
         return ending.explain(logs.read_tail(paths.log_file(job_id)), spec.signal, spec.resumable, usage)
-
-    def note_accounting(self) -> None:
-        """Said once per outage: jobs that left the queue wait while sacct cannot answer."""
-        error = self.status.accounting_error
-        if error is None:
-            self._accounting_warned = False
-        elif not self._accounting_warned:
-            self._accounting_warned = True
-            self.logger.warning(f"slurm-gpu: Slurm's accounting (sacct) does not answer; the {len(self.status.unanswered)} "
-                                f"job(s) that left the queue wait until it does: {error}")
 
     # ------------------------------------------------------------ cancel
     def cancel_ids(self, job_ids: Sequence[str]) -> None:

@@ -102,6 +102,19 @@ class StatusQuery:
     # transiently: slurmdbd restarting), and that failure. Such a job is not missing, only unheard of.
     unanswered: set[str] = field(default_factory=set)
     accounting_error: SlurmError | None = None
+    _outage_said: bool = False
+
+    def outage_news(self) -> str | None:
+        """What to say of an accounting outage, once per outage: jobs that left the queue wait while
+        sacct cannot answer."""
+        if self.accounting_error is None:
+            self._outage_said = False
+            return None
+        if self._outage_said:
+            return None
+        self._outage_said = True
+        return (f"Slurm's accounting (sacct) does not answer; the {len(self.unanswered)} job(s) that left the "
+                f"queue wait until it does: {self.accounting_error}")
 
     def records(self, job_ids: Iterable[str]) -> dict[str, JobRecord]:
         ids = sorted(set(job_ids), key=slurm.id_order)

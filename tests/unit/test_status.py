@@ -211,6 +211,23 @@ def test_with_accounting_away_squeue_records_stand_and_jobs_that_left_the_queue_
     assert query.unanswered == set() and query.accounting_error is None
 
 
+def test_an_accounting_outage_is_told_once_per_outage(fake_slurm: FakeSlurm) -> None:
+    query = StatusQuery(run=fake_slurm.run)
+    fake_slurm.answer(slurm.squeue_argv(["7"]), stdout="", times=4)
+    fake_slurm.answer(slurm.sacct_argv(["7"]), returncode=1, stderr=SLURMDBD_DOWN, times=2)
+    query.records(["7"])
+    news = query.outage_news()
+    assert news is not None and "1 job(s) that left the queue wait" in news and "Connection refused" in news
+    query.records(["7"])
+    assert query.outage_news() is None  # the same outage: said already
+    fake_slurm.answer(slurm.sacct_argv(["7"]), stdout="7|COMPLETED|None|0:0|n1\n")
+    query.records(["7"])
+    assert query.outage_news() is None
+    fake_slurm.answer(slurm.sacct_argv(["7"]), returncode=1, stderr=SLURMDBD_DOWN)
+    query.records(["7"])
+    assert query.outage_news() is not None  # a new outage is told again
+
+
 def test_a_permanent_sacct_error_propagates(fake_slurm: FakeSlurm) -> None:
     query = StatusQuery(run=fake_slurm.run)
     fake_slurm.answer(slurm.squeue_argv(["7"]), stdout="")
