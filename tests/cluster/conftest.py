@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import shutil
 import subprocess
 import sys
@@ -114,6 +115,13 @@ def snakemake(workdir: Path, *args: str, timeout_s: float = 600, env: dict[str, 
     return Run(proc.returncode, proc.stdout + proc.stderr, workdir, time.monotonic() - start)
 
 
+def default_sigint() -> None:
+    # a shell runs a background command (`make test &`, a CI runner's) with SIGINT ignored, and the
+    # child inherits that: Python then installs no KeyboardInterrupt handler and Snakemake would never
+    # see a Ctrl-C. A terminal's Ctrl-C meets the default disposition; so must a test's.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 class Background:
     """`snakemake` running while the test acts on its jobs."""
 
@@ -123,7 +131,12 @@ class Background:
         argv = [str(VENV_BIN / "snakemake"), "--profile", str(PROFILE), "--jobs", "8", KEEP_LOGS, *args]
         self._out = open(self.log, "w")
         self._start = time.monotonic()
-        self.proc = subprocess.Popen(argv, cwd=workdir, env=_env(env), stdout=self._out, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(argv, cwd=workdir, env=_env(env), stdout=self._out, stderr=subprocess.STDOUT,
+                                     preexec_fn=default_sigint)
+
+    def interrupt(self) -> None:
+        """Ctrl-C, as a terminal sends it."""
+        self.proc.send_signal(signal.SIGINT)
 
     def wait(self, timeout_s: float = 600) -> Run:
         try:

@@ -4,7 +4,7 @@ import os
 import signal
 import subprocess
 
-from conftest import PROFILE, VENV_BIN, _env, slurm, wait_for, write_workflow, snakemake, KEEP_LOGS
+from conftest import PROFILE, VENV_BIN, KEEP_LOGS, _env, default_sigint, slurm, snakemake, wait_for, write_workflow
 
 FAILING = '''
 rule broken:
@@ -36,17 +36,10 @@ def _state(job_id):
     return slurm("squeue", "--noheader", "--states=all", f"--jobs={job_id}", "--format=%T").strip()
 
 
-def _default_sigint() -> None:
-    # a shell runs a background command (`make test &`, a CI runner's) with SIGINT ignored, and the
-    # child inherits that: Python then installs no KeyboardInterrupt handler and Snakemake would never
-    # see the Ctrl-C this test sends. A terminal's Ctrl-C meets the default disposition; so must this one.
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-
-
 def _start(workdir):
     argv = [str(VENV_BIN / "snakemake"), "--profile", str(PROFILE), "--jobs", "4", KEEP_LOGS]
     return subprocess.Popen(argv, cwd=workdir, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, preexec_fn=_default_sigint)
+                            text=True, preexec_fn=default_sigint)
 
 
 def _running_job(workdir):

@@ -9,12 +9,16 @@ function of its learning rate: a resumed task must end on exactly the floats com
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import re
+import subprocess
 import sys
+import time
 from pathlib import Path
 
-from conftest import Background, copy_workflow, slurm, snakemake, wait_for
+from conftest import VENV_BIN, Background, copy_workflow, slurm, snakemake, wait_for
 
 from snakemake_executor_plugin_slurm_gpu import events, timeline
 
@@ -106,7 +110,7 @@ def assert_every_trial_exact(workdir: Path) -> None:
 
 def test_training_steps_are_one_array_and_a_task_requeued_in_place_resumes_alone(cluster, tmp_path):
     workdir = workflow(tmp_path)
-    bg = Background(workdir, *CONFIG, ARRAYS)
+    bg = Background(workdir, *CONFIG, ARRAYS, "--slurm-gpu-efficiency-report", "report.csv")
     try:
         # the second trial's task, once it has a checkpoint: its requeue signal, as a preemption sends it
         target = wait_for(lambda: any(e["event"] == "checkpoint" for e in step_log(workdir, "train", "t001"))
@@ -141,6 +145,50 @@ def test_training_steps_are_one_array_and_a_task_requeued_in_place_resumes_alone
     states = slurm("sacct", "-X", "--noheader", "--parsable2", f"--jobs={jobs['t001']}", "--duplicates",
                    "--format=JobID,State").split()
     assert states[0].endswith("|REQUEUED") and states[-1] == f"{jobs['t001']}|COMPLETED", states
+    # the efficiency report has a row per step, read from its task's accounting
+    assert "efficiency report written to" in run.output
+    rows = efficiency_rows(workdir, [f"train/trial={t}" for t in trials()])
+    for trial in trials():
+        row = rows[f"train/trial={trial}"]
+        assert row["state"] == "COMPLETED" and row["gpus"] == "1" and float(row["gpu_hours"]) > 0, row
+        assert row["jobs"] == "1", row  # a requeue in place is the same task
+
+
+def efficiency_rows(workdir: Path, steps: list[str]) -> dict[str, dict[str, str]]:
+    """`slurm-gpu efficiency`'s rows by step, once accounting has every step's end (slurmdbd records a
+    job's end a moment after slurmctld knows it)."""
+    deadline = time.monotonic() + 30
+    while True:
+        target = workdir / "efficiency.csv"
+        done = subprocess.run([str(VENV_BIN / "slurm-gpu"), "efficiency", "--directory", str(workdir), "--csv",
+                               str(target)], capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        rows = {row["step"]: row for row in csv.DictReader(io.StringIO(target.read_text()))}
+        if all(rows.get(step, {}).get("state") == "COMPLETED" for step in steps) or time.monotonic() > deadline:
+            return rows
+        time.sleep(1)
+
+
+def test_ctrl_c_cancels_every_task_of_the_array(cluster, tmp_path):
+    workdir = workflow(tmp_path)
+    bg = Background(workdir, *CONFIG, ARRAYS)
+    try:
+        wait_for(lambda: all(job_of(workdir, "train", t) for t in trials())
+                 and any(e["event"] == "started" for e in step_log(workdir, "train", "t000")), 240,
+                 "every training step submitted, one started")
+        bg.interrupt()
+        run = bg.wait(timeout_s=120)
+    finally:
+        bg.kill()
+    assert run.returncode != 0
+    jobs = [job_of(workdir, "train", t) for t in trials()]
+    array = jobs[0].split("_")[0]
+    wait_for(lambda: not slurm("squeue", "--noheader", "--array", f"--jobs={array}", "--format=%i").strip(), 30,
+             f"every task of array {array} to leave the queue")
+    states = dict(line.split("|") for line in slurm("sacct", "-X", "--noheader", "--parsable2", f"--jobs={array}",
+                                                     "--format=JobID,State").split())
+    assert all(states.get(job, "").startswith("CANCELLED") for job in jobs), states
+    assert not (workdir / "results/trials/t000/model.json").exists()
 
 
 def test_a_new_snakemake_waits_for_the_tasks_of_the_one_that_was_killed(cluster, tmp_path):
