@@ -115,7 +115,10 @@ def test_training_steps_are_one_array_and_a_task_requeued_in_place_resumes_alone
         # the second trial's task, once it has a checkpoint: its requeue signal, as a preemption sends it
         target = wait_for(lambda: any(e["event"] == "checkpoint" for e in step_log(workdir, "train", "t001"))
                           and job_of(workdir, "train", "t001"), 240, "a checkpoint of trial t001")
-        slurm("scancel", "--signal=USR1", target)
+        # by the task's own job id: scancel --signal with an array task id (22.05) signals the task, is
+        # told "Job can not be altered now" and retries every few seconds, so the signal would come again
+        raw = re.search(r"\bJobId=(\d+)", slurm("scontrol", "show", "job", target)).group(1)
+        slurm("scancel", "--signal=USR1", raw)
         run = bg.wait()
     finally:
         bg.kill()
@@ -186,9 +189,15 @@ def test_ctrl_c_cancels_every_task_of_the_array(cluster, tmp_path):
     array = jobs[0].split("_")[0]
     wait_for(lambda: not slurm("squeue", "--noheader", "--array", f"--jobs={array}", "--format=%i").strip(), 30,
              f"every task of array {array} to leave the queue")
-    states = dict(line.split("|") for line in slurm("sacct", "-X", "--noheader", "--parsable2", f"--jobs={array}",
-                                                     "--format=JobID,State").splitlines())
-    assert all(states.get(job, "").startswith("CANCELLED") for job in jobs), states
+
+    def accounted() -> dict[str, str] | None:
+        # a task that started has a record of its own; the tasks still pending share the array's
+        states = dict(line.split("|") for line in slurm("sacct", "-X", "--noheader", "--parsable2", f"--jobs={array}",
+                                                         "--format=JobID,State").splitlines())
+        return states if all(j in states or array in states for j in jobs) else None
+
+    states = wait_for(accounted, 30, f"accounting of array {array}")
+    assert states and all(state.startswith("CANCELLED") for state in states.values()), states
     assert not (workdir / "results/trials/t000/model.json").exists()
 
 
