@@ -286,7 +286,7 @@ class BatchJobs:
         """The job side's new events: a console line per transition (every tick, no Slurm call)."""
         paths, spec, job_id = job_info.aux["paths"], job_info.aux["spec"], job_info.external_jobid
         before = self.tracker.current_run(job_id)
-        for line in self.tracker.read(paths.event_log, job_id, spec.nodes * spec.ranks_per_node):
+        for line in self.tracker.read(paths.event_log, job_id, spec.nodes, spec.ranks_per_node):
             self.logger.info(f"slurm-gpu: step {paths.key}, Slurm job {job_id}: {line}")
         after = self.tracker.current_run(job_id)
         if after is not None and (before is None or before.started_ts != after.started_ts):
@@ -362,15 +362,15 @@ class BatchJobs:
         run = self.tracker.current_run(job_id)
         if run is None:
             return None
-        started_ts, _, run_events = run
+        started_ts, run_events = run.started_ts, run.events
+        world = run.world_size(spec.nodes, spec.ranks_per_node)  # the world that started, not the largest
         timeout = self.settings.rendezvous_timeout_s
-        hang = watchdog.check(run_events, spec.nodes * spec.ranks_per_node, spec.ranks_per_node, started_ts,
-                              time.time(), timeout)
+        hang = watchdog.check(run_events, world, spec.ranks_per_node, started_ts, time.time(), timeout)
         if hang is not None:
             return lifecycle.Hung(hang, timeout)
         if self.settings.stall_timeout_s == 0:
             return None
-        found = stall.check(heartbeat.read_all(paths.heartbeat_dir), spec.nodes * spec.ranks_per_node, job_id,
+        found = stall.check(heartbeat.read_all(paths.heartbeat_dir), world, job_id,
                             started_ts, time.time(), heartbeat.interval_s(), self.settings.stall_timeout_s)
         return None if found is None else lifecycle.Stalled(found)
 

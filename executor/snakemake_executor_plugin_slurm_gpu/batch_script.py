@@ -33,6 +33,7 @@ def _job_event(event: EventKind, fields: list[tuple[str, str, str]]) -> str:
 
 # the "started" record, at every start of the job (also after each requeue)
 _STARTED_EVENT = _job_event(EventKind.STARTED, [("nodes", '"%s"', '"$SLURM_JOB_NODELIST"'),
+                                        ("num_nodes", "%d", '"${SLURM_JOB_NUM_NODES:-0}"'),
                                         ("restart", "%d", '"${SLURM_RESTART_COUNT:-0}"')])
 # after the inner Snakemake: the executor reads this within a second and asks Slurm for the verdict
 # at once instead of at its next poll (Slurm's word stays the verdict)
@@ -100,7 +101,7 @@ def render_directives(spec: StepSpec, paths: StepPaths, options: JobOptions, dir
         _directive("--export", "ALL"),
     ]
     if spec.pin_nodes:
-        lines.append(_directive("--nodes", spec.nodes))
+        lines.append(_directive("--nodes", spec.node_range))
     if spec.ntasks is not None:
         lines.append(_directive("--ntasks", spec.ntasks))
     else:
@@ -162,6 +163,7 @@ def render_environment(spec: StepSpec, paths: StepPaths, options: JobOptions) ->
         f"export {Env.STEP}={q(paths.key)}",
         *_job_id_lines(options.allocation),
         f"export {Env.NODES}={spec.nodes}",
+        *([f"export {Env.MIN_NODES}={spec.min_nodes}"] if spec.min_nodes is not None else []),
         f"export {Env.GPUS_PER_NODE}={spec.gpus_per_node}",
         f"export {Env.TASKS_PER_NODE}={spec.tasks_per_node}",
         f"export {Env.CHECKPOINT_DIR}={q(str(paths.checkpoint_dir))}",

@@ -59,13 +59,16 @@ summaries = timeline.summaries
 
 
 # ------------------------------------------------------------------ status
-STATUS_COLUMNS = ("STEP", "STATE", "JOB", "NODES", "RESTARTS", "RESUBMITS", "LAST CKPT", "STEPS LOST", "TIME LOST")
+STATUS_COLUMNS = ("STEP", "STATE", "JOB", "NODES", "NODES/RUN", "RESTARTS", "RESUBMITS", "LAST CKPT", "STEPS LOST",
+                  "TIME LOST")
 _RIGHT_ALIGNED = {"RESTARTS", "RESUBMITS", "LAST CKPT", "STEPS LOST", "TIME LOST"}
 
 
 def status_row(s: timeline.StepSummary) -> tuple[str, ...]:
     state = s.state + (f" ({s.pending_reason})" if s.pending_reason else "")
-    return (s.step, state, s.job_id or "-", s.nodes or "-", str(s.restarts), str(s.resubmissions),
+    # the node count of every run, oldest first: an elastic step's shows where it ran smaller
+    per_run = ",".join(str(n) if n else "?" for n in s.node_counts) if any(s.node_counts) else "-"
+    return (s.step, state, s.job_id or "-", s.nodes or "-", per_run, str(s.restarts), str(s.resubmissions),
             f"{s.last_checkpoint_step:,}" if s.last_checkpoint_step is not None else "-",
             timeline.format_steps_lost(s), timeline.format_duration(s.seconds_lost) if s.preemptions else "-")
 

@@ -30,6 +30,7 @@ class Env(enum.StrEnum):
     STEP = "SLURM_GPU_STEP"                      # "rule/wildcards" (StepPaths.key)
     JOB_ID = "SLURM_GPU_JOB_ID"                  # the id the executor follows (job_id() below)
     NODES = "SLURM_GPU_NODES"                    # the geometry submitted, checked against the allocation
+    MIN_NODES = "SLURM_GPU_MIN_NODES"            # an elastic step (min_nodes): the fewest nodes it may run on
     TASKS_PER_NODE = "SLURM_GPU_TASKS_PER_NODE"
     GPUS_PER_NODE = "SLURM_GPU_GPUS_PER_NODE"
     CHECKPOINT_DIR = "SLURM_GPU_CHECKPOINT_DIR"  # the same directory for every run of the step

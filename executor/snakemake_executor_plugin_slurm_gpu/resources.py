@@ -54,7 +54,7 @@ def _as_text(rule: str, name: str, value: Any) -> str | None:
 
 # What slurm-gpu reads (spec.build_spec). Names shared with the official plugin mean the same.
 SLURM_RESOURCES = (
-    "nodes", "gpus", "gpu", "gpu_model", "gres", "tasks", "tasks_per_node", "tasks_per_gpu", "mpi",
+    "nodes", "min_nodes", "gpus", "gpu", "gpu_model", "gres", "tasks", "tasks_per_node", "tasks_per_gpu", "mpi",
     "cpus_per_task", "cpus_per_gpu", "mem_mb", "mem_mb_per_cpu", "runtime", "slurm_partition",
     "slurm_account", "constraint", "qos", "clusters", "cluster", "slurm_cluster", "slurm_extra",
     "launcher", "signal_lead_s", "requeue", "slurm_setup",

@@ -58,6 +58,9 @@ class StepSpec:
 
     rule: str
     nodes: int = 1
+    # an elastic step (resource min_nodes < nodes): Slurm may start any run of it on min_nodes..nodes
+    # nodes (--nodes=min-max); `nodes`, and so `gpus`, stay the full size. None: always `nodes`.
+    min_nodes: int | None = None
     gpus_per_node: int = 0
     tasks_per_node: int = 1
     cpus_per_task: int = 1  # 0: no --cpus-per-task (a negative cpus_per_task, as the official plugin has it)
@@ -101,6 +104,11 @@ class StepSpec:
         return self.nodes * self.gpus_per_node
 
     @property
+    def node_range(self) -> str:
+        """Slurm's --nodes value: `min-max` for an elastic step."""
+        return f"{self.min_nodes}-{self.nodes}" if self.min_nodes is not None else str(self.nodes)
+
+    @property
     def ranks_per_node(self) -> int:
         """Training processes per node: the tasks, or under torchrun the processes it spawns."""
         return self.gpus_per_node if self.launcher == "torchrun" else self.tasks_per_node
@@ -124,7 +132,7 @@ class StepSpec:
     @property
     def layout(self) -> str:
         """How the step's job is laid out, for the line that names its job."""
-        text = f"{self.nodes} node(s) x {self.tasks_per_node} task(s)"
+        text = f"{self.node_range} node(s) x {self.tasks_per_node} task(s)"
         if self.launcher == "torchrun":
             text += f" with torchrun starting {self.ranks_per_node} rank(s) each"
         if self.gpus:
@@ -236,6 +244,23 @@ def _setup_lines(rule: str, name: str, value: object) -> str | None:
     return value.strip("\n")
 
 
+def _min_nodes(rule: str, value: Any, nodes: int, tasks: res.Tasks) -> int | None:
+    """The fewest nodes an elastic step may run on; None for a step that always runs on `nodes`."""
+    if value is None:
+        return None
+    fewest = _as_count(rule, "min_nodes", value, 1, f"set min_nodes to a whole number from 1 to nodes={nodes}")
+    if fewest > nodes:
+        raise ResourceError(rule, "min_nodes", f"is {fewest}, more than nodes={nodes}",
+                            f"set min_nodes to at most {nodes}: nodes is the step's full size, min_nodes the "
+                            "fewest nodes it may run on")
+    if tasks.ntasks is not None or not tasks.pin_nodes:
+        raise ResourceError(rule, "min_nodes", "is set, but the step's tasks are a total (tasks) that Slurm "
+                            "spreads over nodes, not a number per node, so a smaller node count would change "
+                            "the task count itself", "give the tasks per node (tasks_per_node, or gpus), or drop "
+                            "min_nodes")
+    return None if fewest == nodes else fewest
+
+
 def build_spec(rule: str, resources: Mapping[str, Any], threads: int = 1, requeue_signal: str = "USR1",
                signal_lead_s: int = 90, no_requeue: bool = False, setup: str | None = None) -> StepSpec:
     """Turn a rule's resources into a StepSpec, raising ResourceError on anything unsubmittable.
@@ -261,6 +286,7 @@ def build_spec(rule: str, resources: Mapping[str, Any], threads: int = 1, requeu
                             "have no process to start on each node", "set gpus, or drop launcher")
     # one task (rank) per GPU; under torchrun one task per node, which holds all the node's ranks
     tasks = res.task_request(rule, resources, nodes, gpus_per_node, launcher)
+    min_nodes = _min_nodes(rule, resources.get("min_nodes"), nodes, tasks)
     cpus_per_task = res.cpus_request(rule, resources, threads, gpus_per_node)
     if launcher == "torchrun":
         cpus_per_task *= gpus_per_node  # cpus_per_task is per rank; torchrun's one task holds them all
@@ -317,6 +343,7 @@ def build_spec(rule: str, resources: Mapping[str, Any], threads: int = 1, requeu
     return StepSpec(
         rule=rule,
         nodes=nodes,
+        min_nodes=min_nodes,
         gpus_per_node=gpus_per_node,
         tasks_per_node=tasks.tasks_per_node,
         cpus_per_task=cpus_per_task,

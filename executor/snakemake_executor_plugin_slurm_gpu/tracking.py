@@ -45,6 +45,19 @@ class CurrentRun(NamedTuple):
     started_ts: float
     restart: int | None
     events: list[dict[str, Any]]   # its job-side records, `started` first
+    num_nodes: int | None = None   # the nodes Slurm gave it, if its `started` record said
+
+    def world_size(self, nodes: int, ranks_per_node: int) -> int:
+        """The ranks this run has: on the nodes it got (an elastic step's may be fewer than `nodes`)."""
+        return (self.num_nodes or nodes) * ranks_per_node
+
+
+def _smaller_run(entry: dict[str, Any], nodes: int) -> str:
+    """An elastic step's run that Slurm started on fewer nodes than the step's full size says so."""
+    got = entry.get("num_nodes")
+    if entry.get("event") == "started" and isinstance(got, int) and 0 < got < nodes:
+        return f", {got} of its {nodes} nodes (min_nodes): the world is smaller, the global batch the same"
+    return ""
 
 
 @dataclass
@@ -58,17 +71,19 @@ class StepTracker:
     _logs: dict[str, Path] = field(default_factory=dict)
     _announced: set[tuple[str, float]] = field(default_factory=set)  # runs whose full world was said
 
-    def read(self, log: Path, job_id: str, world_size: int) -> list[str]:
+    def read(self, log: Path, job_id: str, nodes: int, ranks_per_node: int) -> list[str]:
         """New job-side events of `log` that belong to `job_id`: console lines for the transitions
-        among them. The History takes every new record (the executor's too)."""
+        among them. The History takes every new record (the executor's too). `nodes`: the step's node
+        count, for a run whose `started` record does not say how many it got."""
         new, self._offsets[log] = events.read_from(log, self._offsets.get(log, 0))
         self._logs[job_id] = log
         history = self._histories.setdefault(log, History())
         history.add(new)
-        lines = [text for entry in new
+        lines = [text + _smaller_run(entry, nodes) for entry in new
                  if entry.get("source") != "executor" and str(entry.get("job_id")) == job_id
                  and (text := describe(entry))]
         run = history.step.latest_run(job_id)
+        world_size = 0 if run is None else (run.num_nodes or nodes) * ranks_per_node
         if run is not None and world_size > 1 and (job_id, run.start) not in self._announced:
             ready = {e.get("rank") for e in run.records if e.get("event") == "rank_ready"}
             if len(ready) >= world_size:
@@ -84,7 +99,7 @@ class StepTracker:
     def current_run(self, job_id: str) -> CurrentRun | None:
         """The job's latest run, if it started."""
         run = self._run(job_id)
-        return None if run is None else CurrentRun(run.start, run.restart, run.records)
+        return None if run is None else CurrentRun(run.start, run.restart, run.records, run.num_nodes)
 
     def ended_at(self, job_id: str) -> float | None:
         """When the job's batch script said it reached its end (its latest run), if it did."""

@@ -38,7 +38,7 @@ export MASTER_PORT=$(( 15000 + 10#$(printf '%s' "$SLURM_JOB_ID" | tail -c 4) ))
 echo "[slurm-gpu] job $SLURM_JOB_ID on $SLURM_JOB_NODELIST, restart ${SLURM_RESTART_COUNT:-0}, $(date -Is)"
 # one event per start, also after each requeue (every value here is digits, a safe step name or a
 # Slurm node list, so printf makes valid JSON)
-printf '{"ts": %s, "event": "started", "step": "%s", "source": "job", "job_id": "%s", "nodes": "%s", "restart": %d}\n' "$(date +%s.%N | cut -c1-14)" "$SLURM_GPU_STEP" "$SLURM_GPU_JOB_ID" "$SLURM_JOB_NODELIST" "${SLURM_RESTART_COUNT:-0}" >> "$SLURM_GPU_EVENT_LOG" || true
+printf '{"ts": %s, "event": "started", "step": "%s", "source": "job", "job_id": "%s", "nodes": "%s", "num_nodes": %d, "restart": %d}\n' "$(date +%s.%N | cut -c1-14)" "$SLURM_GPU_STEP" "$SLURM_GPU_JOB_ID" "$SLURM_JOB_NODELIST" "${SLURM_JOB_NUM_NODES:-0}" "${SLURM_RESTART_COUNT:-0}" >> "$SLURM_GPU_EVENT_LOG" || true
 # the step runs in the batch step itself, with the SLURM_* environment intact, so the rule's
 # own srun gets the whole allocation
 finished=/work/wf/.snakemake/slurm-gpu/finished/finetune/all/"$SLURM_JOB_ID"

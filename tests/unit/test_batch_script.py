@@ -66,6 +66,10 @@ CASES: dict[str, Case] = {
                              "constraint": "ib", "qos": "high"}),
         StepPaths.of(ROOT, "train", {"model": "resnet"}),
     ),
+    "elastic_2_to_4": Case(
+        build_spec("train", {"gpus": 8, "nodes": 4, "min_nodes": 2, "cpus_per_task": 4, "runtime": 120}),
+        StepPaths.of(ROOT, "train", {"model": "elastic"}),
+    ),
     "torchrun_2x4": Case(
         build_spec("train", {"gpus": 8, "nodes": 2, "cpus_per_task": 4, "launcher": "torchrun", "runtime": 120}),
         StepPaths.of(ROOT, "train", {"model": "elastic"}),

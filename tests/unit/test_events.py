@@ -118,10 +118,10 @@ def test_tracker_reads_only_new_lines_of_its_job_and_says_when_all_ranks_joined(
     write_events(log, job_event("started", job="4", nodes="n1", restart=0),  # an earlier job of the step
                  job_event("started", nodes="n[1-2]", restart=0),
                  *(job_event("rank_ready", rank=r, restart=0) for r in range(3)))
-    assert tracker.read(log, "5", world_size=4) == ["started on n[1-2]"]
+    assert tracker.read(log, "5", nodes=4, ranks_per_node=1) == ["started on n[1-2]"]
     write_events(log, job_event("rank_ready", rank=3, restart=0), job_event("rank_ready", rank=3, restart=0))
-    assert tracker.read(log, "5", world_size=4) == ["all 4 ranks joined the process group"]
-    assert tracker.read(log, "5", world_size=4) == []
+    assert tracker.read(log, "5", nodes=4, ranks_per_node=1) == ["all 4 ranks joined the process group"]
+    assert tracker.read(log, "5", nodes=4, ranks_per_node=1) == []
     run = tracker.current_run("5")
     assert run is not None and run.started_ts == 100.0 and run.restart == 0 and len(run.events) == 6
 
@@ -131,7 +131,7 @@ def test_a_new_start_begins_a_new_run(tmp_path: Path) -> None:
     tracker = StepTracker()
     write_events(log, job_event("started", restart=0), job_event("rank_ready", rank=0, restart=0),
                  {**job_event("started", restart=1), "ts": 200.0})
-    tracker.read(log, "5", world_size=2)
+    tracker.read(log, "5", nodes=2, ranks_per_node=1)
     run = tracker.current_run("5")
     assert run is not None and run.started_ts == 200.0 and run.restart == 1
     assert [e["event"] for e in run.events] == ["started"]
@@ -143,16 +143,16 @@ def test_the_tracker_reads_runs_as_the_timeline_does(tmp_path: Path) -> None:
     tracker = StepTracker()
     write_events(log, job_event("started", nodes="n1", restart=0), job_event("ended", exit_code=143),
                  {**job_event("requeued", restart=0), "source": "executor", "ts": 150.0})
-    assert tracker.read(log, "5", world_size=1) == ["started on n1"]
+    assert tracker.read(log, "5", nodes=1, ranks_per_node=1) == ["started on n1"]
     assert tracker.ended_at("5") == 100.0
     assert timeline.summarize(events.read(log)).state == "pending"
     write_events(log, {**job_event("started", nodes="n2", restart=1), "ts": 200.0})
-    assert tracker.read(log, "5", world_size=1) == ["started on n2 (restart 1)"]
+    assert tracker.read(log, "5", nodes=1, ranks_per_node=1) == ["started on n2 (restart 1)"]
     run = tracker.current_run("5")
     assert run is not None and (run.started_ts, run.restart) == (200.0, 1) and tracker.ended_at("5") is None
     tracker.forget("5", step_ended=True)
     assert tracker.current_run("5") is None
-    assert tracker.read(log, "5", world_size=1) == []  # the lines already said are not said again
+    assert tracker.read(log, "5", nodes=1, ranks_per_node=1) == []  # the lines already said are not said again
 
 
 # ---------------------------------------------------------------- watchdog.py
@@ -196,3 +196,30 @@ def test_all_started_none_joined_points_at_the_scripts_own_world() -> None:
     assert "devices must be 2 per node" in hang.why
 
 
+
+
+def test_the_world_of_an_elastic_run_is_the_nodes_it_got(tmp_path: Path) -> None:
+    # submitted for 2 nodes x 2 ranks; this run got 1 node: its 2 ranks are the whole world
+    log = tmp_path / "train.jsonl"
+    tracker = StepTracker()
+    events.append(log, events.record("started", "train/all", "job", "5", nodes="n1", num_nodes=1, restart=0))
+    for rank in range(2):
+        events.append(log, events.record("rank_ready", "train/all", "job", "5", rank=rank))
+    assert tracker.read(log, "5", nodes=2, ranks_per_node=2) == [
+        "started on n1, 1 of its 2 nodes (min_nodes): the world is smaller, the global batch the same",
+        "all 2 ranks joined the process group"]
+    run = tracker.current_run("5")
+    assert run is not None and run.num_nodes == 1 and run.world_size(2, 2) == 2
+
+
+def test_status_and_the_timeline_say_each_runs_node_count() -> None:
+    log = [events.record("submitted", "train/all", "executor", "5", ts=1.0),
+           events.record("started", "train/all", "job", "5", nodes="n[1-2]", num_nodes=2, restart=0, ts=2.0),
+           events.record("requeued", "train/all", "executor", "5", restart=0, ts=3.0),
+           events.record("started", "train/all", "job", "5", nodes="n1", num_nodes=1, restart=1, ts=4.0)]
+    summary = timeline.summarize(log, now=5.0)
+    assert summary.node_counts == [2, 1]
+    from snakemake_executor_plugin_slurm_gpu.cli import status_row
+    assert status_row(summary)[3:5] == ("n1", "2,1")
+    runs = timeline.build_timeline({"train/all": log}, now=5.0).bars[0].runs
+    assert [(r.nodes, r.num_nodes) for r in runs] == [("n[1-2]", 2), ("n1", 1)]

@@ -134,10 +134,10 @@ def test_a_batch_script_that_says_it_ended_gets_slurm_asked_within_a_second(tmp_
         polled_at(me.clock, 100.0, changed=False)      # next regular poll: 10 s away
     log = tmp_path / "train.jsonl"
     events.append(log, events.record("started", "train/all", "job", "9", nodes="n1", restart=0))
-    me.tracker.read(log, "9", 1)
+    me.tracker.read(log, "9", 1, 1)
     assert not due(101.5)
     events.append(log, events.record("ended", "train/all", "job", "9", exit_code=0))
-    me.tracker.read(log, "9", 1)
+    me.tracker.read(log, "9", 1, 1)
     assert not due(100.5)   # at most one poll per ENDED_POLL_GAP_S
     assert due(101.0)
     # another job's end, or an end long ago, is no reason to ask
@@ -145,12 +145,12 @@ def test_a_batch_script_that_says_it_ended_gets_slurm_asked_within_a_second(tmp_
     long_ago = clock.time() - 60
     events.append(log, {**events.record("started", "train/all", "job", "11", nodes="n1", restart=0), "ts": long_ago})
     events.append(log, {**events.record("ended", "train/all", "job", "11", exit_code=0), "ts": long_ago})
-    me.tracker.read(log, "11", 1)
+    me.tracker.read(log, "11", 1, 1)
     assert not due(101.0, [SimpleNamespace(external_jobid="11")])
     # a requeued job starts again: its earlier end no longer counts
     events.append(log, events.record("ended", "train/all", "job", "9", exit_code=143))
     events.append(log, events.record("started", "train/all", "job", "9", nodes="n2", restart=1))
-    me.tracker.read(log, "9", 1)
+    me.tracker.read(log, "9", 1, 1)
     assert me.tracker.ended_at("9") is None and not due(101.0)
 
 

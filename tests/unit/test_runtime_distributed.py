@@ -75,6 +75,8 @@ def test_the_torchrun_command_comes_from_the_allocation_and_forwards_the_requeue
                     "train.py", "--lr", "0.1"]
     # the user's own choice of torchrun's grace period stands
     assert "--shutdown-timeout=45" in torchrun_argv(["t.py"], {**env, "TORCH_ELASTIC_SHUTDOWN_TIMEOUT": "45"})
+    # an elastic step's run on fewer nodes than submitted: torchrun's node count is the allocation's
+    assert "--nnodes=1" in torchrun_argv(["t.py"], {**env, "SLURM_GPU_MIN_NODES": "1", "SLURM_NNODES": "1"})
 
 
 def test_torchrun_outside_a_slurm_gpu_step_says_what_is_missing() -> None:

@@ -55,7 +55,7 @@ def env(**changes: str | None) -> dict[str, str]:
 
 def test_rank_of_a_2x2_step() -> None:
     assert geometry(RANK_2X2) == Geometry(num_nodes=2, devices=2, world_size=4, rank=3, local_rank=1, node_rank=1,
-                                          master_addr="n1", master_port=19242, under_slurm=True)
+                                          master_addr="n1", master_port=19242, under_slurm=True, full_nodes=2)
 
 
 @pytest.mark.parametrize(
@@ -462,3 +462,26 @@ def test_poisoned_torch_is_noticed(tmp_path: Path) -> None:
     """, tmp_path)
     assert result.returncode != 0
     assert "torch was imported" in result.stderr
+
+
+# ---------------------------------------------------------------- an elastic step (min_nodes)
+
+def test_an_elastic_step_runs_on_the_nodes_it_got_and_knows_its_full_size() -> None:
+    # submitted as nodes=4, min_nodes=2 (2 ranks per node); this run got 2 nodes
+    world = geometry(env(SLURM_GPU_NODES="4", SLURM_GPU_MIN_NODES="2"))
+    assert (world.num_nodes, world.devices, world.world_size) == (2, 2, 4)
+    assert (world.full_nodes, world.full_world_size) == (4, 8)
+
+
+@pytest.mark.parametrize("fewest", ["3", "4", None])
+def test_fewer_nodes_than_min_nodes_is_still_a_geometry_error(fewest: str | None) -> None:
+    with pytest.raises(GeometryError) as excinfo:
+        geometry(env(SLURM_GPU_NODES="4", SLURM_GPU_MIN_NODES=fewest))
+    submitted = "3-4" if fewest == "3" else "4"
+    assert f"submitted for {submitted} node(s) x 2 rank(s)" in str(excinfo.value)
+    assert "world of 2 node(s) x 2 rank(s)" in str(excinfo.value)
+
+
+def test_a_rigid_steps_full_size_is_its_size() -> None:
+    world = geometry(RANK_2X2)
+    assert world.full_world_size == world.world_size == 4

@@ -143,6 +143,10 @@ def test_spec_is_frozen() -> None:
         pytest.param({"constraint": "a\x85b"}, "constraint", "control character", id="constraint-next-line"),
         pytest.param({"qos": "high\n"}, "qos", "newline", id="qos-newline"),
         pytest.param({"slurm_extra": '--reservation="a\nb"'}, "slurm_extra", "newline", id="extra-newline"),
+        pytest.param({"nodes": 2, "min_nodes": 3, "gpus": 4}, "min_nodes", "more than nodes=2", id="min-above-nodes"),
+        pytest.param({"nodes": 2, "min_nodes": 0, "gpus": 4}, "min_nodes", "from 1 to nodes=2", id="min-zero"),
+        pytest.param({"nodes": 2, "min_nodes": "two"}, "min_nodes", "from 1 to nodes=2", id="min-not-a-number"),
+        pytest.param({"tasks": 8, "min_nodes": 1}, "min_nodes", "a total (tasks)", id="min-with-a-task-total"),
     ],
 )
 def test_build_spec_refuses(resources: dict[str, Any], resource: str, fragment: str) -> None:
@@ -692,3 +696,16 @@ def test_site_set_up_lines_come_before_the_rules_own():
 def test_set_up_lines_with_a_carriage_return_are_refused():
     with pytest.raises(ResourceError, match="slurm_setup"):
         build_spec("train", {"gpus": 1, "slurm_setup": "module load a\rrm -rf x"})
+
+
+# ---------------------------------------------------------------- an elastic step (min_nodes)
+
+def test_an_elastic_step_asks_slurm_for_a_node_range_at_its_full_size() -> None:
+    spec = build_spec(RULE, {"nodes": 4, "min_nodes": 2, "gpus": 8})
+    assert (spec.nodes, spec.min_nodes, spec.node_range, spec.gpus, spec.gpus_per_node) == (4, 2, "2-4", 8, 2)
+    assert spec.layout.startswith("2-4 node(s) x 2 task(s)")
+
+
+def test_min_nodes_equal_to_nodes_is_a_rigid_step() -> None:
+    spec = build_spec(RULE, {"nodes": 2, "min_nodes": 2, "gpus": 4})
+    assert (spec.min_nodes, spec.node_range) == (None, "2")

@@ -29,6 +29,14 @@ class Geometry:
     master_addr: str | None
     master_port: int | None
     under_slurm: bool
+    # the node count the step was written for (resource nodes): an elastic step (min_nodes) may run on
+    # fewer, and keeps its global batch by this count (see full_world_size)
+    full_nodes: int | None = None
+
+    @property
+    def full_world_size(self) -> int:
+        """The world at the step's full size: what a run on fewer nodes keeps its global batch for."""
+        return (self.full_nodes or self.num_nodes) * self.devices
 
 
 def _int(environ: Mapping[str, str], *names: str) -> int | None:
@@ -57,9 +65,12 @@ def geometry(environ: Mapping[str, str] | None = None) -> Geometry:
     world = _int(env, "SLURM_NTASKS") or nodes * tasks
     step = env.get(Env.STEP, "this step")
     if declared_nodes is not None and declared_tasks is not None:
-        if (nodes, tasks) != (declared_nodes, declared_tasks):
+        # an elastic step's runs may get any node count from min_nodes up (--nodes=min-max)
+        fewest = min(_int(env, Env.MIN_NODES) or declared_nodes, declared_nodes)
+        if tasks != declared_tasks or not fewest <= nodes <= declared_nodes:
+            submitted = f"{fewest}-{declared_nodes}" if fewest < declared_nodes else str(declared_nodes)
             raise GeometryError(
-                f"{step} was submitted for {declared_nodes} node(s) x {declared_tasks} rank(s), but this process "
+                f"{step} was submitted for {submitted} node(s) x {declared_tasks} rank(s), but this process "
                 f"runs in a world of {nodes} node(s) x {tasks} rank(s). HINT: start the ranks with a plain "
                 f"`srun python ...` (no -N/-n/--ntasks-per-node of its own) so that srun uses the whole allocation")
     if under_torchrun(env):
@@ -73,7 +84,7 @@ def geometry(environ: Mapping[str, str] | None = None) -> Geometry:
         return Geometry(num_nodes=nodes, devices=local, world_size=_int(env, "WORLD_SIZE") or nodes * local,
                         rank=_int(env, "RANK") or 0, local_rank=_int(env, "LOCAL_RANK") or 0,
                         node_rank=_int(env, "GROUP_RANK", "SLURM_NODEID") or 0, master_addr=env.get("MASTER_ADDR"),
-                        master_port=_int(env, "MASTER_PORT"), under_slurm=True)
+                        master_port=_int(env, "MASTER_PORT"), under_slurm=True, full_nodes=declared_nodes)
     if world != nodes * tasks:
         raise GeometryError(
             f"{step}: SLURM_NTASKS={world} but {nodes} node(s) x {tasks} task(s) per node = {nodes * tasks}; "
@@ -88,6 +99,7 @@ def geometry(environ: Mapping[str, str] | None = None) -> Geometry:
         master_addr=env.get("MASTER_ADDR"),
         master_port=_int(env, "MASTER_PORT"),
         under_slurm=True,
+        full_nodes=declared_nodes,
     )
 
 

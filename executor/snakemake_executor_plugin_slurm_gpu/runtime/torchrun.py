@@ -36,8 +36,10 @@ def torchrun_argv(script_args: Sequence[str], environ: Mapping[str, str] | None 
     signals = list(_HANDLED)
     if env.get(Env.REQUEUE_SIGNAL):
         signals.append(requeue_signal(dict(env)).name)
+    # the nodes this run got (an elastic step's may be fewer than it was submitted for)
+    nodes = env.get("SLURM_NNODES") or env.get("SLURM_JOB_NUM_NODES") or env[Env.NODES]
     return [python, "-m", "torch.distributed.run",
-            f"--nnodes={env['SLURM_GPU_NODES']}", f"--nproc-per-node={env['SLURM_GPU_GPUS_PER_NODE']}",
+            f"--nnodes={nodes}", f"--nproc-per-node={env['SLURM_GPU_GPUS_PER_NODE']}",
             f"--node-rank={env['SLURM_NODEID']}", f"--master-addr={env['MASTER_ADDR']}",
             f"--master-port={env['MASTER_PORT']}",
             # a failed rank fails the step (Slurm and slurm-gpu restart it, from a checkpoint)

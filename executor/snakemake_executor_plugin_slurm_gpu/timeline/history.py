@@ -91,6 +91,7 @@ class Run:
     restart: int | None
     nodes: str
     start: float
+    num_nodes: int | None = None        # the nodes Slurm gave the run (an elastic step's vary); None: not said
     end: float | None = None
     interrupted: bool = False
     interrupted_step: int | None = None
@@ -241,7 +242,7 @@ def _apply(s: _Step, ts: float, e: dict[str, Any]) -> None:
         if current is not None:
             current.close(ts)  # a requeue of the same job, or a newer job: the run before stopped
         s.runs.append(Run(job_id=job, restart=_int(e.get("restart")), nodes=_text(e.get("nodes")) or "",
-                           start=ts, last_seen=ts, records=[e]))
+                           num_nodes=_int(e.get("num_nodes")) or None, start=ts, last_seen=ts, records=[e]))
     elif kind == "ended":
         run = s.run_of(job)
         if run is not None:

@@ -22,6 +22,7 @@ class RunSpan:
     ended: str                          # one of RUN_ENDS
     first_step: int | None = None       # resumed from (0: trained from scratch); None: not training
     last_step: int | None = None        # the highest global step it reached
+    num_nodes: int | None = None        # the nodes Slurm gave it (None: not recorded)
 
 
 @dataclass
@@ -90,7 +91,8 @@ def build_timeline(steps: Mapping[str, Iterable[Mapping[str, Any]]], now: float 
         end = max(start, summary.end if summary.end is not None else clock)
         runs = [RunSpan(start=rel(r.start), end=rel(r.end if r.end is not None else clock), job_id=r.job_id,
                         restart=r.restart, nodes=r.nodes, ended=r.ended, first_step=r.first_step(),
-                        last_step=r.interrupted_step if r.interrupted_step is not None else r.max_step)
+                        last_step=r.interrupted_step if r.interrupted_step is not None else r.max_step,
+                        num_nodes=r.num_nodes)
                 for r in s.runs]
         waits = []
         edge = start

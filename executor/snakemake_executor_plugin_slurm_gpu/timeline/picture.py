@@ -54,9 +54,11 @@ def _caption_variants(run: RunSpan) -> list[str]:
     job = f"job {run.job_id or '?'}" + (f" restart {run.restart}" if run.restart else "")
     steps = f"steps {run.first_step or 0:,}–{run.last_step:,}" if run.last_step is not None else ""
     short = f"{run.job_id or '?'}" + (f" r{run.restart}" if run.restart else "")
-    variants = [" · ".join(part for part in (job, run.nodes, steps) if part),
-                " · ".join(part for part in (short, run.nodes, steps) if part),
-                " · ".join(part for part in (job, run.nodes) if part),
+    # how many nodes, beside which: an elastic step's runs differ in size
+    nodes = run.nodes + (f" ({run.num_nodes} node{'s' if run.num_nodes > 1 else ''})" if run.num_nodes else "")
+    variants = [" · ".join(part for part in (job, nodes, steps) if part),
+                " · ".join(part for part in (short, nodes, steps) if part),
+                " · ".join(part for part in (job, nodes) if part),
                 " · ".join(part for part in (short, run.nodes) if part), short]
     return list(dict.fromkeys(variants))
 

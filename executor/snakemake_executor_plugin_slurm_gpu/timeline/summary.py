@@ -3,7 +3,7 @@ preemptions cost."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
 
 from .history import _analyse, _losses, _state, _Step
@@ -31,6 +31,8 @@ class StepSummary:
     pending_reason: str | None          # Slurm's, while pending
     first_submitted: float | None
     end: float | None                   # when it completed or failed; None while it is not over
+    # per run, oldest first: the nodes Slurm gave it (an elastic step's vary; None: not recorded)
+    node_counts: list[int | None] = field(default_factory=list)
 
 
 def summarize(events: Iterable[Mapping[str, Any]], now: float | None = None, step: str | None = None) -> StepSummary:
@@ -71,7 +73,8 @@ def _summary(s: _Step, now: float | None) -> StepSummary:
         last_checkpoint_step=s.last_checkpoint_step, steps_lost=steps_lost, steps_lost_exact=exact,
         seconds_lost=round(float(waiting + work), 3), seconds_waiting=round(float(waiting), 3),
         seconds_work_lost=round(float(work), 3),
-        pending_reason=reason, first_submitted=s.first_submitted, end=end)
+        pending_reason=reason, first_submitted=s.first_submitted, end=end,
+        node_counts=[r.num_nodes for r in s.runs])
 
 
 def format_duration(seconds: float) -> str:

@@ -1,0 +1,95 @@
+"""An elastic step (nodes=2, min_nodes=1) on the real cluster: submitted with Slurm's node range, it
+starts on both nodes; preempted (the requeue signal) while an urgent job waits for one node's GPUs, it
+is requeued, Slurm starts it again on the one node that is free, and it resumes there from its
+checkpoint in a world of half the ranks and finishes.
+
+The trainer is the sweep's torch-free one (workflows/sweep/scripts/train.py): full-batch gradient
+descent whose all-reduce sums the ranks' partial gradients in rank order, so its result depends on the
+world size only through the order of that sum. The test replays the runs the model records (their world
+sizes and steps) and asks for exactly those floats."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from conftest import Background, copy_workflow, slurm, wait_for
+
+from snakemake_executor_plugin_slurm_gpu import events, timeline
+from snakemake_executor_plugin_slurm_gpu.cli import status_row
+
+STEPS = 300
+SNAKEFILE = '''
+rule train:
+    output:
+        "model.json",
+    resources:
+        nodes=2,
+        min_nodes=1,
+        gpus=4,
+        cpus_per_task=1,
+        mem_mb=200,
+        runtime=30,
+    shell:
+        "srun python scripts/train.py --trial t000 --lr 0.05 --steps {STEPS} --step-s 0.05"
+        " --checkpoint-every 10 --out {{output:q}}"
+'''.replace("{STEPS}", str(STEPS))
+
+
+def replay(runs: list[dict]) -> dict[str, float]:
+    """The floats of the recorded runs, each over its own world, summed in rank order as the trainer's
+    all-reduce does."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "workflows/sweep/scripts"))
+    import sweep
+
+    w = b = loss = 0.0
+    for run in runs:
+        world = run["world_size"]
+        for _ in range(run["from_step"], run["to_step"]):
+            w, b, loss = sweep.update(w, b, sweep.fold([sweep.partial_gradient(w, b, r, world)
+                                                        for r in range(world)]), 0.05)
+    return {"w": w, "b": b, "train_loss": loss}
+
+
+def test_a_preempted_elastic_step_resumes_on_the_node_that_is_free(cluster, tmp_path):
+    workdir = copy_workflow("sweep", tmp_path)
+    (workdir / "Snakefile").write_text(SNAKEFILE)
+    log = workdir / ".snakemake/slurm-gpu/events/train/all.jsonl"
+    bg = Background(workdir)
+    urgent = None
+    try:
+        started = wait_for(lambda: [e for e in events.read(log) if e["event"] == "started"]
+                           if log.exists() else None, 120, "the step to start")
+        job = started[0]["job_id"]
+        assert started[0]["num_nodes"] == 2, started  # both nodes were free
+        wait_for(lambda: any(e["event"] == "checkpoint" for e in events.read(log)), 120, "a first checkpoint")
+        # an urgent job that needs n2's GPUs, ahead of everything else in the queue
+        urgent = slurm("sbatch", "--parsable", "--nodelist=n2", "--nodes=1", "--ntasks=1", "--gpus-per-node=2",
+                       "--priority=4000000", "--time=10", "--output=/dev/null", "--job-name=urgent",
+                       "--wrap=sleep 600").strip()
+        slurm("scancel", "--signal=USR1", job)  # the preemption notice
+        run = bg.wait(timeout_s=300)
+    finally:
+        bg.kill()
+        if urgent:
+            slurm("scancel", urgent)
+    assert run.returncode == 0, run.output[-4000:]
+    records = events.read(log)
+    starts = [(e["job_id"], e["restart"], e["num_nodes"], e["nodes"]) for e in records if e["event"] == "started"]
+    # requeued in place, then started on the one node the urgent job left free
+    assert [s[:3] for s in starts] == [(job, 0, 2), (job, 1, 1)], starts
+    assert starts[1][3] == "n1", starts
+    assert "1 of its 2 nodes (min_nodes)" in run.output
+    model = json.loads((workdir / "model.json").read_text())
+    assert [(r["world_size"], r["from_step"] > 0) for r in model["runs"]] == [(4, False), (2, True)], model["runs"]
+    assert model["runs"][-1]["to_step"] == STEPS
+    assert {k: model[k] for k in ("w", "b", "train_loss")} == replay(model["runs"])
+    # status and the timeline say each run's node count
+    summary = timeline.summarize(records)
+    assert summary.node_counts == [2, 1]
+    assert status_row(summary)[4] == "2,1"
+    submitted = [e for e in records if e["event"] == "submitted"]
+    assert submitted[0]["nodes_requested"] == 2
+    script = Path(submitted[0]["script"]).read_text()
+    assert "#SBATCH --nodes=1-2" in script and "export SLURM_GPU_MIN_NODES=1" in script
