@@ -18,11 +18,11 @@ import json
 from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 from . import private
 from .atomic import atomic_output
-from .slurm import StepJob, id_order
+from .slurm import StepJob, id_order, parse_step_jobs
 from .status import STATE_TABLE, Outcome, base_state
 
 # a job in these is still the step's: running, queued, being requeued, or held for a person
@@ -106,6 +106,21 @@ def unclaimed_tasks(jobs: Iterable[StepJob], root: Path, found: dict[str, list[S
     claimed = {j.job_id for live in found.values() for j in live}
     return sorted((j.job_id for j in jobs if j.array and j.workdir == str(root) and is_live(j)
                    and j.job_id not in claimed), key=id_order)
+
+
+def earlier_runs(list_jobs: Callable[[], str], root: Path,
+                 records: Path) -> tuple[dict[str, list[StepJob]], list[str]]:
+    """The live jobs, by step key, of the steps whose submission record an earlier Snakemake left in
+    `records`, and the live array tasks of this directory that no record names. A record without a live
+    job is over (the job ended while nobody watched): it goes, so the next run need not ask Slurm again.
+    `list_jobs` (squeue_steps_argv's listing) is called only if a record was left. Raises SlurmError."""
+    if not any_records(records):
+        return {}, []
+    listing = parse_step_jobs(list_jobs())
+    found = live_by_step(listing, root, records)
+    unclaimed = unclaimed_tasks(listing, root, found)
+    drop_records_except(records, set(found))
+    return found, unclaimed
 
 
 def read_records(directory: Path) -> Iterable[tuple[str, Submission]]:

@@ -16,7 +16,7 @@ from snakemake_interface_executor_plugins.jobs import JobExecutorInterface
 from . import (attach, contract, ending, events, heartbeat, lifecycle, logs, placement, private, slurm, stall,
                step_provenance, watchdog)
 from .batch_script import JobOptions, StepCommand
-from .lifecycle import Cancel, Effect, Emit, Fail, Resubmit, Say, StepLife, StepRules, Succeed
+from .lifecycle import Cancel, Effect, Emit, Fail, Resubmit, Say, StepLife, StepRules, Succeed, Widen
 from .paths import STATE_DIR, StepPaths
 from .policy import Budgets, Limits, Stop
 from .settings import ExecutorSettings
@@ -79,7 +79,7 @@ class BatchJobs:
 
     def rules(self, spec: StepSpec) -> StepRules:
         return StepRules(resumable=spec.resumable, requeue=spec.requeue, requeue_off=spec.requeue_off_by,
-                         budgets=self.budgets, limits=self.limits)
+                         elastic=spec.min_nodes is not None, budgets=self.budgets, limits=self.limits)
 
     def advance(self, paths: StepPaths, spec: StepSpec, obs: lifecycle.Observation,
                 job_info: SubmittedJobInfo | None = None) -> SubmittedJobInfo | None:
@@ -103,6 +103,10 @@ class BatchJobs:
                     (self.logger.warning if warn else self.logger.info)(line)
                 case Cancel(job_ids=ids):
                     self.cancel_ids(list(ids))
+                case Widen(job_id=about):
+                    assert spec.min_nodes is not None
+                    self.ask(slurm.node_range_argv(about, spec.min_nodes, spec.nodes, spec.tasks_per_node,
+                                                   self.status.clusters), f"could not widen the node range of {about}")
                 case Resubmit(reason=reason, stop=stop, exclude_nodes=nodes):
                     assert job_info is not None
                     return self.resubmit(job_info, reason, stop, nodes)
@@ -131,26 +135,20 @@ class BatchJobs:
     # ------------------------------------------------------------ start: re-attach or submit
     def find_orphans(self) -> None:
         """Once per run, before the first submission: the live jobs of steps whose verdict an earlier
-        Snakemake never saw. Costs one squeue, and only if such a step left its record behind."""
-        records = self.root / STATE_DIR / "submissions"
-        if not attach.any_records(records):
-            return
+        Snakemake never saw (one squeue, and only if such a step left its record behind)."""
+        argv = slurm.squeue_steps_argv(self.status.clusters)
         try:
-            listing = slurm.parse_step_jobs(retrying(self.run, slurm.squeue_steps_argv(self.status.clusters),
-                                                     float(self.settings.slurm_retry_s), self.say_retry))
+            self.orphans, unclaimed = attach.earlier_runs(
+                lambda: retrying(self.run, argv, float(self.settings.slurm_retry_s), self.say_retry),
+                self.root, self.root / STATE_DIR / "submissions")
         except slurm.SlurmError as e:
             # submitting blind could start a second copy of a step that still runs
             raise SubmitError(f"an earlier run in this directory left steps whose Slurm jobs may still run, and "
                               f"Slurm could not be asked about them: {e}") from None
-        self.orphans = attach.live_by_step(listing, self.root, records)
-        unclaimed = attach.unclaimed_tasks(listing, self.root, self.orphans)
         if unclaimed:
             self.logger.warning(f"slurm-gpu: cancelling job array task(s) {', '.join(unclaimed)} of an earlier run: "
                                 "no step's submission record names them, so nothing could follow them")
             self.cancel_ids(unclaimed)
-        # a record without a live job is over (the job ended while nobody watched): drop it, so the
-        # next run need not ask Slurm again
-        attach.drop_records_except(records, set(self.orphans))
 
     def on_all_clusters(self) -> None:
         """A step went to another cluster (multi-cluster sites): every call names them all, since
@@ -384,13 +382,16 @@ class BatchJobs:
         return ending.explain(logs.read_tail(paths.log_file(job_id)), spec.signal, spec.resumable, usage)
 
     # ------------------------------------------------------------ cancel
-    def cancel_ids(self, job_ids: Sequence[str]) -> None:
-        if not job_ids:
-            return
+    def ask(self, argv: list[str], failed: str) -> None:
+        """A Slurm call whose failure is said, never fatal."""
         try:
-            self.run(slurm.scancel_argv(job_ids, self.status.clusters))
+            self.run(argv)
         except slurm.SlurmError as e:
-            self.logger.warning(f"slurm-gpu: could not cancel Slurm jobs {', '.join(job_ids)}: {e}")
+            self.logger.warning(f"slurm-gpu: {failed}: {e}")
+
+    def cancel_ids(self, job_ids: Sequence[str]) -> None:
+        if job_ids:
+            self.ask(slurm.scancel_argv(job_ids, self.status.clusters), f"could not cancel Slurm jobs {', '.join(job_ids)}")
 
     def cancel(self, active_jobs: Sequence[SubmittedJobInfo]) -> None:
         with self._lock:

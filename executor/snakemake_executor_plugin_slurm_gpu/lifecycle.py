@@ -33,6 +33,7 @@ class StepRules:
     resumable: bool = False        # it checkpoints: a time-out or preemption is worth another job
     requeue: bool = True           # submitted with --requeue (unless its job runs the command directly)
     requeue_off: str | None = None  # why no stop from outside may restart it (requeue=0, no-requeue)
+    elastic: bool = False          # submitted with a node range (min_nodes)
     budgets: Budgets = field(default_factory=Budgets)
     limits: Limits = field(default_factory=Limits)
 
@@ -136,6 +137,14 @@ class Cancel:
 
 
 @dataclass(frozen=True)
+class Widen:
+    """Ask Slurm again for an elastic step's node range: a requeued job keeps the node and task count of
+    the run it had, and would wait for that many nodes instead of starting on the ones that are free."""
+
+    job_id: str
+
+
+@dataclass(frozen=True)
 class Resubmit:
     """A new job for the step; it resumes from its checkpoints. `exclude_nodes`: where the old one failed."""
 
@@ -155,7 +164,7 @@ class Fail:
     ranks_ended: str | None = None
 
 
-Effect = Union[Emit, Say, Cancel, Resubmit, Succeed, Fail]
+Effect = Union[Emit, Say, Cancel, Widen, Resubmit, Succeed, Fail]
 
 
 def _ended(life: StepLife, **changes: Any) -> StepLife:
@@ -210,19 +219,20 @@ def _fresh_job(life: StepLife, job_id: str, direct: bool, **changes: Any) -> Ste
 
 
 def _queue(life: StepLife, verdict: Verdict, record: JobRecord,
-           limits: Limits) -> tuple[StepLife, list[Effect]]:
+           rules: StepRules) -> tuple[StepLife, list[Effect]]:
     """What the queue says besides the verdict: a requeue, a new pending reason, a state unknown here."""
     job = _current(life)
     effects: list[Effect] = []
     if verdict.outcome is Outcome.UNKNOWN and verdict.state not in life.unknown_said:
         life = dataclasses.replace(life, unknown_said=life.unknown_said | {verdict.state})
-        effects.append(Say(f"state '{verdict.detail}' is unknown to slurm-gpu; waiting up to {limits.missing_s:g} s "
+        effects.append(Say(f"state '{verdict.detail}' is unknown to slurm-gpu; waiting up to {rules.limits.missing_s:g} s "
                            "(--slurm-gpu-missing-job-timeout-s) for a state it knows", warn=True))
     if life.queue_state in _RAN and verdict.state in _BACK_IN_QUEUE:
         # the explicit end of the run that last started (the timeline closes exactly that one)
         ended = {"restart": life.run_restart} if life.run_restart is not None else {}
         effects += [Emit("requeued", job, {"state": verdict.state, **ended}),
-                    Say("requeued by Slurm, same job id; it restarts when scheduled")]
+                    Say("requeued by Slurm, same job id; it restarts when scheduled"),
+                    *([Widen(job)] if rules.elastic else [])]
     life = dataclasses.replace(life, queue_state=verdict.state)
     if verdict.state == "PENDING" and record.reason and record.reason != life.pending_reason:
         life = dataclasses.replace(life, pending_reason=record.reason)
@@ -235,7 +245,7 @@ def _polled(life: StepLife, obs: Polled, now: float, rules: StepRules) -> tuple[
     verdict, record = obs.verdict, obs.record
     effects: list[Effect] = []
     if verdict is not None and record is not None:
-        life, effects = _queue(life, verdict, record, rules.limits)
+        life, effects = _queue(life, verdict, record, rules)
     outcome = verdict.outcome if verdict is not None else None
     if life.seen is None or life.seen[0] != outcome:
         life = dataclasses.replace(life, seen=(outcome, now))

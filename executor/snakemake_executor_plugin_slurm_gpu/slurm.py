@@ -144,6 +144,15 @@ def scancel_argv(job_ids: Iterable[str], clusters: str | None = None) -> list[st
     return ["scancel", *_on(clusters), *job_ids]
 
 
+def node_range_argv(job_id: str, min_nodes: int, max_nodes: int, tasks_per_node: int,
+                    clusters: str | None = None) -> list[str]:
+    """A pending job's node range set again (an elastic step's requeued job keeps its last run's node
+    and task count); the task count goes with it, or it alone would hold the job to the old node count.
+    Once started, Slurm counts the tasks again from the nodes it got (--ntasks-per-node)."""
+    return ["scontrol", *_on(clusters), "update", f"JobId={job_id}", f"NumNodes={min_nodes}-{max_nodes}",
+            f"NumTasks={min_nodes * tasks_per_node}"]
+
+
 # ---------------------------------------------------------------- nodes
 
 def hostnames_argv(nodelist: str) -> list[str]:

@@ -33,7 +33,7 @@ rule train:
         runtime=30,
     shell:
         "srun python scripts/train.py --trial t000 --lr 0.05 --steps {STEPS} --step-s 0.05"
-        " --checkpoint-every 10 --out {{output:q}}"
+        " --checkpoint-every 10 --out {output:q}"
 '''.replace("{STEPS}", str(STEPS))
 
 

@@ -10,9 +10,9 @@ import pytest
 
 from snakemake_executor_plugin_slurm_gpu.lifecycle import (Cancel, Emit, Fail, Hung, Polled, Reattached, Resubmit,
                                                             RunStarted, Say, Stalled, StepLife, StepRules, Submitted,
-                                                            Submitting, Succeed, advance, live_jobs)
+                                                            Submitting, Succeed, Widen, advance, live_jobs)
 from snakemake_executor_plugin_slurm_gpu.policy import Act, Budgets, Limits, Stop
-from snakemake_executor_plugin_slurm_gpu.slurm import JobRecord
+from snakemake_executor_plugin_slurm_gpu.slurm import JobRecord, node_range_argv
 from snakemake_executor_plugin_slurm_gpu.stall import Stall
 from snakemake_executor_plugin_slurm_gpu.status import classify
 from snakemake_executor_plugin_slurm_gpu.watchdog import Hang
@@ -246,6 +246,22 @@ def test_a_requeue_is_news_once_when_a_running_job_is_back_in_the_queue() -> Non
     said = queue_says(step, "PENDING")              # a poll that missed REQUEUED still sees it
     assert said == [Emit("requeued", "1", {"state": "PENDING"}),
                     Say("requeued by Slurm, same job id; it restarts when scheduled")]
+
+
+def test_an_elastic_steps_requeued_job_asks_again_for_its_node_range() -> None:
+    # Slurm keeps a requeued job's last node count: at full size it would wait for all its nodes again
+    elastic, rigid = Step(StepRules(resumable=True, elastic=True, limits=LIMITS)), Step(RESUMABLE)
+    for step in (elastic, rigid):
+        step.see(Polled(classify(record("RUNNING")), record("RUNNING")))
+    assert Widen("1") in elastic.see(Polled(classify(record("PENDING", "BeginTime")), record("PENDING", "BeginTime")))
+    assert not any(isinstance(e, Widen) for e in rigid.see(Polled(classify(record("PENDING")), record("PENDING"))))
+    # pending on: asked once per requeue
+    assert not any(isinstance(e, Widen) for e in elastic.see(Polled(classify(record("PENDING")), record("PENDING"))))
+
+
+def test_the_node_range_is_asked_for_with_the_task_count_of_its_smallest_run() -> None:
+    assert node_range_argv("7_3", 2, 4, 8) == ["scontrol", "update", "JobId=7_3", "NumNodes=2-4", "NumTasks=16"]
+    assert node_range_argv("7", 1, 2, 1, clusters="all")[:2] == ["scontrol", "--clusters=all"]
 
 
 def test_a_run_that_started_and_is_queued_again_ended_even_when_no_poll_saw_it_running() -> None:
