@@ -1,18 +1,22 @@
-"""An elastic step (nodes=2, min_nodes=1) on the real cluster: submitted with Slurm's node range, it
+"""Elastic steps (nodes=2, min_nodes=1) on the real cluster: submitted with Slurm's node range, it
 starts on both nodes; preempted (the requeue signal) while an urgent job waits for one node's GPUs, it
 is requeued, Slurm starts it again on the one node that is free, and it resumes there from its
 checkpoint in a world of half the ranks and finishes.
 
-The trainer is the sweep's torch-free one (workflows/sweep/scripts/train.py): full-batch gradient
-descent whose all-reduce sums the ranks' partial gradients in rank order, so its result depends on the
-world size only through the order of that sum. The test replays the runs the model records (their world
-sizes and steps) and asks for exactly those floats."""
+Two trainers: the sweep's torch-free one (workflows/sweep/scripts/train.py), full-batch gradient descent
+whose all-reduce sums the ranks' partial gradients in rank order, so its result depends on the world size
+only through the order of that sum (the test replays the runs it records and asks for exactly those
+floats); and the elastic example (workflows/elastic), plain torch DDP with the elastic global batch, whose
+model must be the one a single process computing every global batch trains, to float64 rounding."""
 
 from __future__ import annotations
 
 import json
 import sys
+import time
 from pathlib import Path
+
+import torch
 
 from conftest import Background, copy_workflow, slurm, wait_for
 
@@ -93,3 +97,53 @@ def test_a_preempted_elastic_step_resumes_on_the_node_that_is_free(cluster, tmp_
     assert submitted[0]["nodes_requested"] == 2
     script = Path(submitted[0]["script"]).read_text()
     assert "#SBATCH --nodes=1-2" in script and "export SLURM_GPU_MIN_NODES=1" in script
+
+
+def preempt_while_urgent_holds_n2(bg: Background, log: Path, workdir: Path) -> tuple[str, float]:
+    """Once the step trains on both nodes: an urgent job for n2's GPUs, then the preemption notice.
+    The step's job id and when the notice went."""
+    started = wait_for(lambda: [e for e in events.read(log) if e["event"] == "started"] if log.exists() else None,
+                       240, "the step to start")
+    job = started[0]["job_id"]
+    assert started[0]["num_nodes"] == 2, started
+    wait_for(lambda: any(e["event"] == "checkpoint" for e in events.read(log)), 240, "a first checkpoint")
+    urgent = slurm("sbatch", "--parsable", "--nodelist=n2", "--nodes=1", "--ntasks=1", "--gpus-per-node=2",
+                   "--priority=4000000", "--time=10", "--output=/dev/null", "--job-name=urgent",
+                   "--wrap=sleep 600").strip()
+    bg.urgent = urgent  # type: ignore[attr-defined]
+    slurm("scancel", "--signal=USR1", job)
+    return job, time.time()
+
+
+def test_plain_torch_resumed_on_fewer_nodes_trains_the_full_size_model(cluster, tmp_path):
+    workdir = copy_workflow("elastic", tmp_path)
+    steps, micro, lr = 120, 8, 0.05
+    config = ("--config", "nodes=2", "min_nodes=1", "gpus=4", f"steps={steps}", f"micro_batch={micro}", f"lr={lr}",
+              "step_s=0.05", "checkpoint_every=10")
+    log = workdir / ".snakemake/slurm-gpu/events/train/all.jsonl"
+    bg = Background(workdir, *config)
+    try:
+        job, noticed = preempt_while_urgent_holds_n2(bg, log, workdir)
+        run = bg.wait(timeout_s=400)
+    finally:
+        bg.kill()
+        if getattr(bg, "urgent", None):
+            slurm("scancel", bg.urgent)
+    assert run.returncode == 0, run.output[-4000:]
+    records = events.read(log)
+    starts = [(e["job_id"], e["restart"], e["num_nodes"]) for e in records if e["event"] == "started"]
+    assert starts == [(job, 0, 2), (job, 1, 1)], starts
+    second = [e for e in records if e["event"] == "started"][1]["ts"]
+    print(f"preemption notice -> started again on the free node: {second - noticed:.1f} s")
+    runs = json.loads((workdir / "results/runs.json").read_text())
+    assert [(r["world_size"], r["full_world_size"]) for r in runs] == [(4, 4), (2, 4)], runs
+    assert runs[0]["to_step"] == runs[1]["from_step"] > 0 and runs[1]["to_step"] == steps
+    sys.path.insert(0, str(workdir / "scripts"))
+    import problem
+
+    reference = problem.train_alone(steps, micro, 4, lr)
+    trained = torch.load(workdir / "results/model.pt", weights_only=True)
+    assert trained.keys() == reference.keys()
+    for key in reference:
+        assert torch.allclose(trained[key], reference[key], rtol=0, atol=1e-10), (key, trained[key] - reference[key])
+    assert json.loads((workdir / "results/evaluation.json").read_text())["world_sizes"] == [4, 2]

@@ -31,14 +31,14 @@ import socket
 import sys
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator, Sequence
 
 import torch
 import torch.distributed as dist
 
 from .. import checkpoints, contract, events
 from ..contract import CheckpointReason, EventKind, StopReason
-from . import collective, rendezvous, signals
+from . import collective, elastic, rendezvous, signals
 from .boundary import Boundary, StopsAtBoundaries
 from .progress import Progress
 from .environment import Geometry, checkpoint_dir, geometry, local_device_index, world_view
@@ -104,6 +104,16 @@ class Session(StopsAtBoundaries):
     @property
     def world_size(self) -> int:
         return self.world.world_size
+
+    @property
+    def share(self) -> elastic.Share:
+        """This rank's part of each global batch: one micro-batch at the step's full size, more on an elastic
+        step's smaller run (runtime/elastic.py), so that the training is the full size's."""
+        return elastic.share(self.world.world_size, self.rank, self.world.full_world_size)
+
+    def accumulate(self, model: Any, micro_batches: Sequence[Any]) -> Iterator[tuple[Any, float]]:
+        """elastic.accumulate with this rank's loss scale: (micro-batch, scale) pairs, one all-reduce."""
+        return elastic.accumulate(model, micro_batches, self.share.loss_scale)
 
     @property
     def distributed(self) -> bool:

@@ -1,0 +1,51 @@
+"""The training problem of the elastic example: a small float64 regression whose data, model and one
+optimizer step depend on nothing but the step number and the global batch, so a run on any number of
+ranks, resumed from any checkpoint, trains the model that one process training alone would
+(`train_alone`, which the tests use as the reference)."""
+
+from __future__ import annotations
+
+import torch
+
+from snakemake_executor_plugin_slurm_gpu.runtime import elastic
+
+SAMPLES = 4096
+
+
+def data() -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(2026)
+    x = torch.randn(SAMPLES, 8, generator=g, dtype=torch.float64)
+    y = torch.sin(x @ torch.linspace(-1.0, 1.0, 8, dtype=torch.float64).unsqueeze(1)) + 0.05 * torch.randn(
+        SAMPLES, 1, generator=g, dtype=torch.float64)
+    return x, y
+
+
+def model() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.Tanh(), torch.nn.Linear(16, 1)).double()
+
+
+def optimizer(net: torch.nn.Module, lr: float) -> torch.optim.Optimizer:
+    return torch.optim.SGD(net.parameters(), lr=lr, momentum=0.9)
+
+
+def batches(micro_batch: int, full_world_size: int) -> elastic.GlobalBatches:
+    return elastic.GlobalBatches(SAMPLES, micro_batch, full_world_size, seed=1)
+
+
+def loss(net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return torch.nn.functional.mse_loss(net(x), y)
+
+
+def train_alone(steps: int, micro_batch: int, full_world_size: int, lr: float) -> dict[str, torch.Tensor]:
+    """The reference: one process computing every micro-batch of every global batch."""
+    x, y = data()
+    net, plan = model(), batches(micro_batch, full_world_size)
+    opt = optimizer(net, lr)
+    mine = elastic.share(1, 0, full_world_size)
+    for step in range(steps):
+        opt.zero_grad()
+        for indices, scale in elastic.accumulate(net, plan.for_rank(step, 1, 0), mine.loss_scale):
+            (loss(net, x[indices], y[indices]) * scale).backward()
+        opt.step()
+    return net.state_dict()
