@@ -34,6 +34,8 @@ BENCHMARKS = {
     "scale": ("Scale: a 256-rank step and a 200-trial sweep on a 32 x 8 cluster", [], ["--no-sweep"]),
     "resume_cost": ("Preemption cost: steps lost and stop-to-training time per kind of stop", [],
                     ["--steps", "200"]),
+    "elastic": ("Elastic vs rigid: a 2-node step preempted while an urgent job holds one node", [],
+                ["--steps", "100", "--hold-s", "20"]),
 }
 
 
