@@ -115,10 +115,10 @@ def test_training_steps_are_one_array_and_a_task_requeued_in_place_resumes_alone
         # the second trial's task, once it has a checkpoint: its requeue signal, as a preemption sends it
         target = wait_for(lambda: any(e["event"] == "checkpoint" for e in step_log(workdir, "train", "t001"))
                           and job_of(workdir, "train", "t001"), 240, "a checkpoint of trial t001")
-        # by the task's own job id: scancel --signal with an array task id (22.05) signals the task, is
-        # told "Job can not be altered now" and retries every few seconds, so the signal would come again
-        raw = re.search(r"\bJobId=(\d+)", slurm("scontrol", "show", "job", target)).group(1)
-        slurm("scancel", "--signal=USR1", raw)
+        # to the task's training step (srun's step 0), as a preemption notice reaches the ranks: a signal to
+        # the whole task makes scancel (22.05, 24.11) signal it, hear "Job can not be altered now" and retry
+        # every few seconds, so the signal would come again after the requeue
+        slurm("scancel", "--signal=USR1", f"{target}.0")
         run = bg.wait()
     finally:
         bg.kill()
@@ -194,7 +194,9 @@ def test_ctrl_c_cancels_every_task_of_the_array(cluster, tmp_path):
         # a task that started has a record of its own; the tasks still pending share the array's
         states = dict(line.split("|") for line in slurm("sacct", "-X", "--noheader", "--parsable2", f"--jobs={array}",
                                                          "--format=JobID,State").splitlines())
-        return states if all(j in states or array in states for j in jobs) else None
+        # (22.05 names that record <array>, 24.11 and later <array>_[<first>-<last>])
+        pending = any(k == array or k.startswith(f"{array}_[") for k in states)
+        return states if all(j in states or pending for j in jobs) else None
 
     states = wait_for(accounted, 30, f"accounting of array {array}")
     assert states and all(state.startswith("CANCELLED") for state in states.values()), states
