@@ -56,7 +56,7 @@ def _smaller_run(entry: dict[str, Any], nodes: int) -> str:
     """An elastic step's run that Slurm started on fewer nodes than the step's full size says so."""
     got = entry.get("num_nodes")
     if entry.get("event") == "started" and isinstance(got, int) and 0 < got < nodes:
-        return f", {got} of its {nodes} nodes (min_nodes): the world is smaller, the global batch the same"
+        return f", {got} of its {nodes} nodes (min_nodes)"
     return ""
 
 
@@ -82,12 +82,12 @@ class StepTracker:
         lines = [text + _smaller_run(entry, nodes) for entry in new
                  if entry.get("source") != "executor" and str(entry.get("job_id")) == job_id
                  and (text := describe(entry))]
-        run = history.step.latest_run(job_id)
-        world_size = 0 if run is None else (run.num_nodes or nodes) * ranks_per_node
-        if run is not None and world_size > 1 and (job_id, run.start) not in self._announced:
-            ready = {e.get("rank") for e in run.records if e.get("event") == "rank_ready"}
+        run = self.current_run(job_id)
+        world_size = 0 if run is None else run.world_size(nodes, ranks_per_node)
+        if run is not None and world_size > 1 and (job_id, run.started_ts) not in self._announced:
+            ready = {e.get("rank") for e in run.events if e.get("event") == "rank_ready"}
             if len(ready) >= world_size:
-                self._announced.add((job_id, run.start))
+                self._announced.add((job_id, run.started_ts))
                 lines.append(f"all {world_size} ranks joined the process group")
         return lines
 
