@@ -41,9 +41,9 @@ class PollSleep:
 def cancel_scheduler_timers(scheduler: object) -> int:
     """Cancel this scheduler's pending re-evaluation timers (another workflow run in the same process keeps
     its own); how many were cancelled."""
-    cancelled = 0
     if scheduler is None:
         return 0
+    cancelled = 0
     for thread in threading.enumerate():
         function = getattr(thread, "function", None)
         if (isinstance(thread, threading.Timer)

@@ -56,28 +56,34 @@ def replay(runs: list[dict]) -> dict[str, float]:
     return {"w": w, "b": b, "train_loss": loss}
 
 
+def preempt_while_urgent_holds_n2(log: Path, urgent: list[str]) -> tuple[str, float]:
+    """Once the step trains on both nodes: an urgent job for n2's GPUs, ahead of everything else in the
+    queue (its id goes to `urgent`, for the test to cancel), then the preemption notice. The step's job
+    id and when the notice went."""
+    started = wait_for(lambda: [e for e in events.read(log) if e["event"] == "started"] if log.exists() else None,
+                       240, "the step to start")
+    job = started[0]["job_id"]
+    assert started[0]["num_nodes"] == 2, started  # both nodes were free
+    wait_for(lambda: any(e["event"] == "checkpoint" for e in events.read(log)), 240, "a first checkpoint")
+    urgent.append(slurm("sbatch", "--parsable", "--nodelist=n2", "--nodes=1", "--ntasks=1", "--gpus-per-node=2",
+                        "--priority=4000000", "--time=10", "--output=/dev/null", "--job-name=urgent",
+                        "--wrap=sleep 600").strip())
+    slurm("scancel", "--signal=USR1", job)
+    return job, time.time()
+
+
 def test_a_preempted_elastic_step_resumes_on_the_node_that_is_free(cluster, tmp_path):
     workdir = copy_workflow("sweep", tmp_path)
     (workdir / "Snakefile").write_text(SNAKEFILE)
     log = workdir / ".snakemake/slurm-gpu/events/train/all.jsonl"
-    bg = Background(workdir)
-    urgent = None
+    bg, urgent = Background(workdir), []
     try:
-        started = wait_for(lambda: [e for e in events.read(log) if e["event"] == "started"]
-                           if log.exists() else None, 120, "the step to start")
-        job = started[0]["job_id"]
-        assert started[0]["num_nodes"] == 2, started  # both nodes were free
-        wait_for(lambda: any(e["event"] == "checkpoint" for e in events.read(log)), 120, "a first checkpoint")
-        # an urgent job that needs n2's GPUs, ahead of everything else in the queue
-        urgent = slurm("sbatch", "--parsable", "--nodelist=n2", "--nodes=1", "--ntasks=1", "--gpus-per-node=2",
-                       "--priority=4000000", "--time=10", "--output=/dev/null", "--job-name=urgent",
-                       "--wrap=sleep 600").strip()
-        slurm("scancel", "--signal=USR1", job)  # the preemption notice
+        job, _ = preempt_while_urgent_holds_n2(log, urgent)
         run = bg.wait(timeout_s=300)
     finally:
         bg.kill()
-        if urgent:
-            slurm("scancel", urgent)
+        for u in urgent:
+            slurm("scancel", u)
     assert run.returncode == 0, run.output[-4000:]
     records = events.read(log)
     starts = [(e["job_id"], e["restart"], e["num_nodes"], e["nodes"]) for e in records if e["event"] == "started"]
@@ -99,36 +105,20 @@ def test_a_preempted_elastic_step_resumes_on_the_node_that_is_free(cluster, tmp_
     assert "#SBATCH --nodes=1-2" in script and "export SLURM_GPU_MIN_NODES=1" in script
 
 
-def preempt_while_urgent_holds_n2(bg: Background, log: Path, workdir: Path) -> tuple[str, float]:
-    """Once the step trains on both nodes: an urgent job for n2's GPUs, then the preemption notice.
-    The step's job id and when the notice went."""
-    started = wait_for(lambda: [e for e in events.read(log) if e["event"] == "started"] if log.exists() else None,
-                       240, "the step to start")
-    job = started[0]["job_id"]
-    assert started[0]["num_nodes"] == 2, started
-    wait_for(lambda: any(e["event"] == "checkpoint" for e in events.read(log)), 240, "a first checkpoint")
-    urgent = slurm("sbatch", "--parsable", "--nodelist=n2", "--nodes=1", "--ntasks=1", "--gpus-per-node=2",
-                   "--priority=4000000", "--time=10", "--output=/dev/null", "--job-name=urgent",
-                   "--wrap=sleep 600").strip()
-    bg.urgent = urgent  # type: ignore[attr-defined]
-    slurm("scancel", "--signal=USR1", job)
-    return job, time.time()
-
-
 def test_plain_torch_resumed_on_fewer_nodes_trains_the_full_size_model(cluster, tmp_path):
     workdir = copy_workflow("elastic", tmp_path)
     steps, micro, lr = 120, 8, 0.05
     config = ("--config", "nodes=2", "min_nodes=1", "gpus=4", f"steps={steps}", f"micro_batch={micro}", f"lr={lr}",
               "step_s=0.05", "checkpoint_every=10")
     log = workdir / ".snakemake/slurm-gpu/events/train/all.jsonl"
-    bg = Background(workdir, *config)
+    bg, urgent = Background(workdir, *config), []
     try:
-        job, noticed = preempt_while_urgent_holds_n2(bg, log, workdir)
+        job, noticed = preempt_while_urgent_holds_n2(log, urgent)
         run = bg.wait(timeout_s=400)
     finally:
         bg.kill()
-        if getattr(bg, "urgent", None):
-            slurm("scancel", bg.urgent)
+        for u in urgent:
+            slurm("scancel", u)
     assert run.returncode == 0, run.output[-4000:]
     records = events.read(log)
     starts = [(e["job_id"], e["restart"], e["num_nodes"]) for e in records if e["event"] == "started"]
