@@ -1,10 +1,10 @@
 """Elastic vs rigid under the same preemption (issue 21), on the local cluster's 2 nodes x 2 GPUs:
-workflows/elastic's training step at nodes=2, with min_nodes=1 (elastic) and without (rigid). Once it
-trains on both nodes, an urgent job takes n2's GPUs for --hold-s seconds and the step gets the
-preemption notice (the requeue signal). Measured: from the notice to training again, and the time to
+workflows/elastic's training step (Lightning by default, --trainer torch) at nodes=2, with min_nodes=1
+(elastic) and without (rigid). Once it trains on both nodes, an urgent job takes n2's GPUs for --hold-s
+seconds and the step gets the preemption notice (the requeue signal). Measured: from the notice to training again, and the time to
 finish the fixed number of optimizer steps, each mode's own run.
 
-    .venv/bin/python benchmarks/elastic.py [--steps 300] [--hold-s 120]
+    .venv/bin/python benchmarks/elastic.py [--steps 300] [--hold-s 120] [--trainer lightning|torch]
 
 Figures, not assertions. Writes benchmarks/results/elastic.json.
 """
@@ -45,14 +45,14 @@ def wait(predicate, timeout_s: float, what: str):
     raise RuntimeError(f"timed out waiting for {what}")
 
 
-def run(mode: str, steps: int, hold_s: int, base: Path) -> dict[str, object]:
+def run(mode: str, steps: int, hold_s: int, base: Path, trainer: str) -> dict[str, object]:
     workdir = base / mode
     shutil.copytree(REPO / "workflows" / "elastic", workdir,
                     ignore=shutil.ignore_patterns(".snakemake", "results", "__pycache__"))
     min_nodes = 1 if mode == "elastic" else 2
     argv = [str(VENV_BIN / "snakemake"), "--profile", str(REPO / "profiles" / "slurm-gpu"), "--jobs", "4",
-            "--config", "nodes=2", f"min_nodes={min_nodes}", "gpus=4", f"steps={steps}", "step_s=0.05",
-            "checkpoint_every=10"]
+            "--config", f"trainer={trainer}", "nodes=2", f"min_nodes={min_nodes}", "gpus=4", f"steps={steps}",
+            "step_s=0.05", "checkpoint_every=10"]
     env = dict(os.environ, PATH=f"{VENV_BIN}:{os.environ['PATH']}")
     log = workdir / ".snakemake/slurm-gpu/events/train/all.jsonl"
     began = time.time()
@@ -90,15 +90,18 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--hold-s", type=int, default=120, help="how long the urgent job holds n2")
+    ap.add_argument("--trainer", choices=("lightning", "torch"), default="lightning",
+                    help="the example's training script: Lightning (ElasticBatches) or plain torch (Session)")
     args = ap.parse_args()
     base = Path(tempfile.mkdtemp(prefix="sg-elastic-"))
-    rows = [run(mode, args.steps, args.hold_s, base) for mode in ("rigid", "elastic")]
+    rows = [run(mode, args.steps, args.hold_s, base, args.trainer) for mode in ("rigid", "elastic")]
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "elastic.json").write_text(json.dumps({"steps": args.steps, "hold_s": args.hold_s, "runs": rows},
-                                                     indent=2) + "\n")
+    (RESULTS / "elastic.json").write_text(json.dumps({"steps": args.steps, "hold_s": args.hold_s,
+                                                      "trainer": args.trainer, "runs": rows}, indent=2) + "\n")
     head = ("mode", "wall s", "notice -> started again s", "notice -> resumed training s", "nodes per run",
             "ranks per run")
-    print(f"{args.steps} optimizer steps; the urgent job holds n2 for {args.hold_s} s")
+    print(f"{args.steps} optimizer steps of the {args.trainer} script (0.05 s a micro-batch); the urgent job holds n2 "
+          f"for {args.hold_s} s")
     print(format_table([head] + [(r["mode"], r["wall_s"], r["notice_to_restart_s"], r["notice_to_training_s"],
                                   ",".join(map(str, r["nodes_per_run"])), ",".join(map(str, r["world_sizes"])))
                                  for r in rows]))

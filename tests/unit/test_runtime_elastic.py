@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from snakemake_executor_plugin_slurm_gpu.runtime.elastic import GlobalBatches, share
+from snakemake_executor_plugin_slurm_gpu.runtime.elastic import GlobalBatches, lockstep, share
 
 
 @st.composite
@@ -38,6 +38,27 @@ def test_a_full_size_run_is_plain_ddp() -> None:
 def test_a_world_that_cannot_hold_the_global_batch_is_refused(size: int, rank: int, full: int) -> None:
     with pytest.raises(ValueError):
         share(size, rank, full)
+
+
+@given(worlds())
+@settings(max_examples=300)
+def test_in_lockstep_every_rank_runs_as_many_micro_batches_and_each_part_weighs_one_fth(
+        world: tuple[int, int]) -> None:
+    full, size = world
+    shares = [lockstep(size, rank, full) for rank in range(size)]
+    slots = shares[0].accumulation
+    assert all(s.accumulation == slots == math.ceil(full / size) for s in shares)
+    # the weight of a part in the all-reduced gradient: its slot's weight, after the framework's 1/slots and 1/size
+    weight: dict[int, float] = {}
+    for s in shares:
+        for part, w in zip(s.parts, s.weights):
+            weight[part] = weight.get(part, 0.0) + w / (slots * size)
+    assert sorted(weight) == list(range(full))
+    assert all(math.isclose(w, 1 / full, rel_tol=1e-12) for w in weight.values())
+    # padding repeats a part of the rank's own with weight 0; where the world divides the global batch there is none
+    assert all(s.parts == share(size, r, full).parts for r, s in enumerate(shares)) == (full % size == 0)
+    if full % size == 0:
+        assert all(w == 1.0 for s in shares for w in s.weights)
 
 
 def _gradient(w: float, b: float, samples: list[tuple[float, float]]) -> tuple[float, float]:

@@ -57,6 +57,31 @@ def share(world_size: int, rank: int, full_world_size: int) -> Share:
     return Share(tuple(range(rank, full_world_size, world_size)), world_size / full_world_size)
 
 
+@dataclass(frozen=True)
+class LockstepShare:
+    """One rank's part of each global batch in a loop where every rank must run the same number of
+    micro-batches per optimizer step (Lightning runs a collective at every batch): the longest share's count,
+    A = ceil(F/W), this rank's parts padded with its last part again. A framework that divides each loss by
+    A (gradient accumulation) and averages over W (DDP) gives each slot the weight 1/(A*W); `weights` make
+    that 1/F for a real part and 0 for the padding."""
+
+    parts: tuple[int, ...]
+    weights: tuple[float, ...]  # multiply the slot's loss (already divided by A) by this before backward
+
+    @property
+    def accumulation(self) -> int:
+        return len(self.parts)
+
+
+def lockstep(world_size: int, rank: int, full_world_size: int) -> LockstepShare:
+    """Rank `rank`'s LockstepShare in a world of `world_size` of a step written for `full_world_size` ranks."""
+    mine = share(world_size, rank, full_world_size).parts
+    slots = len(share(world_size, 0, full_world_size).parts)  # rank 0's share is the longest
+    weight = slots * world_size / full_world_size
+    return LockstepShare(mine + (mine[-1],) * (slots - len(mine)),
+                         (weight,) * len(mine) + (0.0,) * (slots - len(mine)))
+
+
 class GlobalBatches:
     """The samples of each global batch: `full_world_size` micro-batches of `micro_batch_size`, drawn
     without replacement from a permutation of the dataset that depends on the epoch and `seed` only.

@@ -56,6 +56,7 @@ class Resumable(StopsAtBoundaries, pl.Callback):
         # the global rank: torchrun's under launcher="torchrun" (Slurm's SLURM_PROCID counts its tasks, one per node)
         self._rank = int(os.environ.get("RANK" if under_torchrun() else "SLURM_PROCID") or 0)
         self._restart = int(os.environ.get("SLURM_RESTART_COUNT") or 0)
+        self._last_step: int | None = None  # the global step of the last boundary
         self._boundary = Boundary(self.directory, rank0=self._rank == 0, restart=self._restart,
                                   every_n_steps=every_n_steps, every_s=self.every_s, requeue=requeue)
         rendezvous.announce()  # rank_started, before the process group forms
@@ -103,11 +104,17 @@ class Resumable(StopsAtBoundaries, pl.Callback):
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         signals.reclaim()
         self._boundary.start_clock()
+        self._last_step = trainer.global_step
         if trainer.is_global_zero:
             contract.clear_interrupted_marker(self.directory)
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any,
                            batch: Any, batch_idx: int) -> None:
+        if trainer.global_step == self._last_step:
+            # a micro-batch of gradient accumulation: the boundary is after the optimizer step. Ranks may
+            # compute different numbers of micro-batches per step (an elastic run), never of steps
+            return
+        self._last_step = trainer.global_step
         # rank 0 as the trainer counts it: the environment's guess at __init__ is only for the resume event
         self._boundary.rank0 = trainer.is_global_zero
         self._boundary.reached(

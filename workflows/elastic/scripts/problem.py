@@ -12,11 +12,11 @@ from snakemake_executor_plugin_slurm_gpu.runtime import elastic
 SAMPLES = 4096
 
 
-def data() -> tuple[torch.Tensor, torch.Tensor]:
+def data(samples: int = SAMPLES) -> tuple[torch.Tensor, torch.Tensor]:
     g = torch.Generator().manual_seed(2026)
-    x = torch.randn(SAMPLES, 8, generator=g, dtype=torch.float64)
+    x = torch.randn(samples, 8, generator=g, dtype=torch.float64)
     y = torch.sin(x @ torch.linspace(-1.0, 1.0, 8, dtype=torch.float64).unsqueeze(1)) + 0.05 * torch.randn(
-        SAMPLES, 1, generator=g, dtype=torch.float64)
+        samples, 1, generator=g, dtype=torch.float64)
     return x, y
 
 
@@ -29,18 +29,22 @@ def optimizer(net: torch.nn.Module, lr: float) -> torch.optim.Optimizer:
     return torch.optim.SGD(net.parameters(), lr=lr, momentum=0.9)
 
 
-def batches(micro_batch: int, full_world_size: int) -> elastic.GlobalBatches:
-    return elastic.GlobalBatches(SAMPLES, micro_batch, full_world_size, seed=1)
+SEED = 1  # of the order of the samples in each epoch
+
+
+def batches(micro_batch: int, full_world_size: int, samples: int = SAMPLES) -> elastic.GlobalBatches:
+    return elastic.GlobalBatches(samples, micro_batch, full_world_size, seed=SEED)
 
 
 def loss(net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return torch.nn.functional.mse_loss(net(x), y)
 
 
-def train_alone(steps: int, micro_batch: int, full_world_size: int, lr: float) -> dict[str, torch.Tensor]:
+def train_alone(steps: int, micro_batch: int, full_world_size: int, lr: float,
+                samples: int = SAMPLES) -> dict[str, torch.Tensor]:
     """The reference: one process computing every micro-batch of every global batch."""
-    x, y = data()
-    net, plan = model(), batches(micro_batch, full_world_size)
+    x, y = data(samples)
+    net, plan = model(), batches(micro_batch, full_world_size, samples)
     opt = optimizer(net, lr)
     mine = elastic.share(1, 0, full_world_size)
     for step in range(steps):

@@ -32,7 +32,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, required=True)
     ap.add_argument("--micro-batch", type=int, required=True)
     ap.add_argument("--lr", type=float, required=True)
-    ap.add_argument("--step-s", type=float, default=0.0)
+    ap.add_argument("--step-s", type=float, default=0.0, help="simulated compute per micro-batch")
     ap.add_argument("--checkpoint-every", type=int, default=20)
     ap.add_argument("--out", required=True)
     ap.add_argument("--runs", required=True)
@@ -61,10 +61,10 @@ def main() -> None:
         optimizer.zero_grad()
         for indices, scale in session.accumulate(model, plan.for_rank(step, session.world_size, session.rank)):
             (problem.loss(model, x[indices], y[indices]) * scale).backward()
+            if args.step_s:
+                time.sleep(args.step_s)  # a micro-batch's compute: a smaller world takes longer per step
         optimizer.step()
         step += 1
-        if args.step_s:
-            time.sleep(args.step_s)
         session.step_done(step, lambda: {"step": step, "model": net.state_dict(), "optimizer": optimizer.state_dict(),
                                          "runs": runs + [{**this_run, "to_step": step}]})
     session.finish(step)
