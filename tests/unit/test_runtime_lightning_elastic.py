@@ -157,6 +157,25 @@ def test_a_trainer_with_its_own_accumulation_is_refused_before_training(tmp_path
     from snakemake_executor_plugin_slurm_gpu.runtime import GeometryError
     from snakemake_executor_plugin_slurm_gpu.runtime.lightning_elastic import ElasticBatches
 
+    elastic = ElasticBatches(MICRO, world=elastic_world(1))
+    trainer = L.Trainer(max_steps=2, accumulate_grad_batches=4, callbacks=[elastic], accelerator="cpu", devices=1,
+                        logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, default_root_dir=tmp_path)
+    model = _linear()
+    with pytest.raises(GeometryError, match="accumulate_grad_batches=4 is set: an elastic step sets it itself"):
+        trainer.fit(model, elastic.loader(torch.utils.data.TensorDataset(*_data())))
+
+
+def _data():
+    sys.path.insert(0, str(SCRIPTS))
+    import problem
+
+    return problem.data(SAMPLES)
+
+
+def _linear():
+    import lightning.pytorch as L
+
     class Linear(L.LightningModule):  # not the example's module: importing its script installs signal handlers
         def __init__(self) -> None:
             super().__init__()
@@ -168,17 +187,32 @@ def test_a_trainer_with_its_own_accumulation_is_refused_before_training(tmp_path
         def configure_optimizers(self):
             return torch.optim.SGD(self.parameters(), lr=LR)
 
-    elastic = ElasticBatches(MICRO, world=elastic_world(1))
-    trainer = L.Trainer(max_steps=2, accumulate_grad_batches=4, callbacks=[elastic], accelerator="cpu", devices=1,
-                        logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                        enable_model_summary=False, default_root_dir=tmp_path)
-    model = Linear()
-    with pytest.raises(GeometryError, match="accumulate_grad_batches=4 is set: an elastic step sets it itself"):
-        trainer.fit(model, elastic.loader(torch.utils.data.TensorDataset(*_data())))
+    return Linear()
 
 
-def _data():
-    sys.path.insert(0, str(SCRIPTS))
-    import problem
+@pytest.mark.parametrize("elastic", [False, True])
+def test_a_smaller_run_without_elastic_batches_is_told_its_global_batch_shrinks(
+        elastic: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+        signal_sandbox: None) -> None:
+    import lightning.pytorch as L
+    from lightning_utilities.core.rank_zero import rank_zero_only
 
-    return problem.data(SAMPLES)
+    from snakemake_executor_plugin_slurm_gpu.runtime import trainer_kwargs
+    from snakemake_executor_plugin_slurm_gpu.runtime.lightning import Resumable
+    from snakemake_executor_plugin_slurm_gpu.runtime.lightning_elastic import ElasticBatches
+
+    monkeypatch.setattr(rank_zero_only, "rank", getattr(rank_zero_only, "rank", 0))
+    for name, value in rank_environment(0, 1, tmp_path, restart=1).items():  # 1 of the step's 4 nodes
+        monkeypatch.setenv(name, value)
+    resumable, batches = Resumable(every_n_steps=None), ElasticBatches(MICRO)
+    trainer = L.Trainer(max_steps=2, callbacks=[resumable, batches] if elastic else [resumable], logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, **trainer_kwargs(accelerator="cpu"))
+    dataset = torch.utils.data.TensorDataset(*_data())
+    loader = batches.loader(dataset) if elastic else torch.utils.data.DataLoader(dataset, batch_size=MICRO)
+    with caplog.at_level("WARNING"):
+        trainer.fit(_linear(), loader)
+    warned = [r.getMessage() for r in caplog.records if "no ElasticBatches callback" in r.getMessage()]
+    assert warned == ([] if elastic else [
+        "slurm-gpu: this run of an elastic step (min_nodes) has 1 of its 4 ranks, and no ElasticBatches callback "
+        "keeps its global batch: each optimizer step takes 1/4 of the samples of a full-size step (see the README's "
+        "Elastic steps)"])

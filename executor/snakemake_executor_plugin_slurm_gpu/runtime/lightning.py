@@ -36,7 +36,7 @@ from ..atomic import replace_durably
 from ..contract import CheckpointReason, EventKind
 from . import collective, rendezvous, signals
 from .boundary import Boundary, StopsAtBoundaries
-from .environment import checkpoint_dir, under_torchrun
+from .environment import GeometryError, checkpoint_dir, geometry, under_torchrun
 from .requeue import INTERRUPTED_EXIT_CODE, Interrupted, note_stop  # noqa: F401 - part of this module's interface
 
 log = logging.getLogger(__name__)
@@ -105,8 +105,26 @@ class Resumable(StopsAtBoundaries, pl.Callback):
         signals.reclaim()
         self._boundary.start_clock()
         self._last_step = trainer.global_step
+        self._warn_if_the_global_batch_shrinks(trainer)
         if trainer.is_global_zero:
             contract.clear_interrupted_marker(self.directory)
+
+    def _warn_if_the_global_batch_shrinks(self, trainer: pl.Trainer) -> None:
+        """An elastic step's run on fewer nodes without ElasticBatches trains on: each rank's batches stay
+        as they were, so every optimizer step takes fewer samples than at full size. Said, not refused: a
+        script may keep its global batch some other way."""
+        from .lightning_elastic import ElasticBatches
+
+        try:
+            full = geometry().full_world_size
+        except GeometryError:
+            return
+        if trainer.is_global_zero and trainer.world_size < full and \
+                not any(isinstance(c, ElasticBatches) for c in trainer.callbacks):
+            log.warning("slurm-gpu: this run of an elastic step (min_nodes) has %d of its %d ranks, and no "
+                        "ElasticBatches callback keeps its global batch: each optimizer step takes %d/%d of the "
+                        "samples of a full-size step (see the README's Elastic steps)", trainer.world_size, full,
+                        trainer.world_size, full)
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any,
                            batch: Any, batch_idx: int) -> None:
