@@ -237,6 +237,13 @@ def scale_cluster(cluster) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
+def four_node_cluster(cluster) -> dict[str, str]:
+    """The local cluster with 4 nodes of the running shape's GPUs and CPUs (the elastic example's), then back.
+    Its tests are marked four_nodes and left to `make test-elastic`."""
+    yield from _reshaped({**cluster_shape(), "NODES": "4"})
+
+
+@pytest.fixture(scope="module")
 def affinity_cluster(cluster) -> dict[str, str]:
     """The local cluster binding tasks to CPUs (AFFINITY_SHAPE) for one test module, then back."""
     yield from _reshaped(AFFINITY_SHAPE)
@@ -307,7 +314,8 @@ def pytest_collection_modifyitems(config, items):
         names = getattr(item, "fixturenames", ())
         callspec = getattr(item, "callspec", None)
         release = callspec.params.get("slurm_release", HOME_RELEASE) if callspec else HOME_RELEASE
-        shape = 2 if "scale_cluster" in names else 1 if "affinity_cluster" in names else 0
+        shape = 3 if "scale_cluster" in names else 2 if "four_node_cluster" in names else \
+            1 if "affinity_cluster" in names else 0
         return (0 if release == HOME_RELEASE else 1 + RELEASES.index(release), shape)
     items.sort(key=order)
 

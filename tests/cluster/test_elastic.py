@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from conftest import Background, copy_workflow, slurm, wait_for
 
@@ -141,3 +142,50 @@ def test_resumed_on_fewer_nodes_it_trains_the_full_size_model(cluster, tmp_path,
     for key in reference:
         assert torch.allclose(trained[key], reference[key], rtol=0, atol=1e-10), (key, trained[key] - reference[key])
     assert json.loads((workdir / "results/evaluation.json").read_text())["world_sizes"] == [4, 2]
+
+
+@pytest.mark.four_nodes
+def test_the_issue_scenario_on_four_nodes(four_node_cluster, tmp_path):
+    """The example as shipped (Lightning, nodes=4, min_nodes=2, gpus=8): preempted by an urgent job that holds
+    two nodes for 10 minutes, it trains again on the other two (the time is printed: a figure, the goal is
+    30 s) and finishes, long before the urgent job ends, with the weights of the full-size training."""
+    workdir = copy_workflow("elastic", tmp_path)
+    config = yaml.safe_load((workdir / "config.yaml").read_text())
+    assert (config["trainer"], config["nodes"], config["min_nodes"], config["gpus"]) == ("lightning", 4, 2, 8)
+    log = workdir / ".snakemake/slurm-gpu/events/train/all.jsonl"
+    bg, urgent = Background(workdir), []
+    try:
+        started = wait_for(lambda: [e for e in events.read(log) if e["event"] == "started"] if log.exists() else None,
+                           300, "the step to start")
+        job = started[0]["job_id"]
+        assert started[0]["num_nodes"] == 4, started
+        wait_for(lambda: any(e["event"] == "checkpoint" for e in events.read(log)), 300, "a first checkpoint")
+        urgent.append(slurm("sbatch", "--parsable", "--nodelist=n3,n4", "--nodes=2", "--ntasks-per-node=1",
+                            "--gpus-per-node=2", "--priority=4000000", "--time=15", "--output=/dev/null",
+                            "--job-name=urgent", "--wrap=sleep 600").strip())
+        slurm("scancel", "--signal=USR1", job)
+        noticed = time.time()
+        run = bg.wait(timeout_s=540)  # before the urgent job's 600 s are up: the step did not wait for it
+        finished = time.time()
+    finally:
+        bg.kill()
+        for u in urgent:
+            slurm("scancel", u)
+    assert run.returncode == 0, run.output[-4000:]
+    records = events.read(log)
+    starts = [(e["job_id"], e["restart"], e["num_nodes"], e["nodes"]) for e in records if e["event"] == "started"]
+    assert starts == [(job, 0, 4, "n[1-4]"), (job, 1, 2, "n[1-2]")], starts
+    resumed = [e["ts"] for e in records if e["event"] == "resumed"]
+    again = [e["ts"] for e in records if e["event"] == "started"][1]
+    print(f"preemption notice -> started again on n[1-2]: {again - noticed:.1f} s, training again: "
+          f"{resumed[0] - noticed:.1f} s, finished: {finished - noticed:.1f} s")
+    runs = json.loads((workdir / "results/runs.json").read_text())
+    assert [(r["world_size"], r["full_world_size"]) for r in runs] == [(8, 8), (4, 8)], runs
+    assert runs[1]["from_step"] == runs[0]["to_step"] > 0 and runs[1]["to_step"] == config["steps"]
+    sys.path.insert(0, str(workdir / "scripts"))
+    import problem
+
+    reference = problem.train_alone(config["steps"], config["micro_batch"], config["gpus"], config["lr"])
+    trained = torch.load(workdir / "results/model.pt", weights_only=True)
+    for key in reference:
+        assert torch.allclose(trained[key], reference[key], rtol=0, atol=1e-10), (key, trained[key] - reference[key])
