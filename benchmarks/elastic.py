@@ -1,8 +1,8 @@
 """Elastic vs rigid under the same preemption (issue 21), on the local cluster's 2 nodes x 2 GPUs:
 workflows/elastic's training step (Lightning by default, --trainer torch) at nodes=2, with min_nodes=1
 (elastic) and without (rigid). Once it trains on both nodes, an urgent job takes n2's GPUs for --hold-s
-seconds and the step gets the preemption notice (the requeue signal). Measured: from the notice to training again, and the time to
-finish the fixed number of optimizer steps, each mode's own run.
+seconds and the step gets the preemption notice (the requeue signal). Measured: from the notice to training
+again, and the time to finish the fixed number of optimizer steps, each mode's own run.
 
     .venv/bin/python benchmarks/elastic.py [--steps 300] [--hold-s 120] [--trainer lightning|torch]
 

@@ -60,18 +60,18 @@ def replay(runs: list[dict]) -> dict[str, float]:
     return {"w": w, "b": b, "train_loss": loss}
 
 
-def preempt_while_urgent_holds_n2(log: Path, urgent: list[str]) -> tuple[str, float]:
-    """Once the step trains on both nodes: an urgent job for n2's GPUs, ahead of everything else in the
-    queue (its id goes to `urgent`, for the test to cancel), then the preemption notice. The step's job
-    id and when the notice went."""
+def preempt_while_urgent_holds(log: Path, urgent: list[str], held: str = "n2", nodes: int = 2) -> tuple[str, float]:
+    """Once the step trains on all its `nodes`: an urgent job for the GPUs of the nodes `held` for 10 minutes,
+    ahead of everything else in the queue (its id goes to `urgent`, for the test to cancel), then the
+    preemption notice. The step's job id and when the notice went."""
     started = wait_for(lambda: [e for e in events.read(log) if e["event"] == "started"] if log.exists() else None,
-                       240, "the step to start")
+                       300, "the step to start")
     job = started[0]["job_id"]
-    assert started[0]["num_nodes"] == 2, started  # both nodes were free
-    wait_for(lambda: any(e["event"] == "checkpoint" for e in events.read(log)), 240, "a first checkpoint")
-    urgent.append(slurm("sbatch", "--parsable", "--nodelist=n2", "--nodes=1", "--ntasks=1", "--gpus-per-node=2",
-                        "--priority=4000000", "--time=10", "--output=/dev/null", "--job-name=urgent",
-                        "--wrap=sleep 600").strip())
+    assert started[0]["num_nodes"] == nodes, started  # every node was free
+    wait_for(lambda: any(e["event"] == "checkpoint" for e in events.read(log)), 300, "a first checkpoint")
+    urgent.append(slurm("sbatch", "--parsable", f"--nodelist={held}", f"--nodes={held.count(',') + 1}",
+                        "--ntasks-per-node=1", "--gpus-per-node=2", "--priority=4000000", "--time=15",
+                        "--output=/dev/null", "--job-name=urgent", "--wrap=sleep 600").strip())
     slurm("scancel", "--signal=USR1", job)
     return job, time.time()
 
@@ -82,7 +82,7 @@ def test_a_preempted_elastic_step_resumes_on_the_node_that_is_free(cluster, tmp_
     log = workdir / ".snakemake/slurm-gpu/events/train/all.jsonl"
     bg, urgent = Background(workdir), []
     try:
-        job, _ = preempt_while_urgent_holds_n2(log, urgent)
+        job, _ = preempt_while_urgent_holds(log, urgent)
         run = bg.wait(timeout_s=300)
     finally:
         bg.kill()
@@ -113,12 +113,13 @@ def test_a_preempted_elastic_step_resumes_on_the_node_that_is_free(cluster, tmp_
 def test_resumed_on_fewer_nodes_it_trains_the_full_size_model(cluster, tmp_path, trainer):
     workdir = copy_workflow("elastic", tmp_path)
     steps, micro, lr = 120, 8, 0.05
-    config = ("--config", f"trainer={trainer}", "nodes=2", "min_nodes=1", "gpus=4", f"steps={steps}", f"micro_batch={micro}", f"lr={lr}",
+    config = ("--config", f"trainer={trainer}", "nodes=2", "min_nodes=1", "gpus=4", f"steps={steps}",
+              f"micro_batch={micro}", f"lr={lr}",
               "step_s=0.05", "checkpoint_every=10")
     log = workdir / ".snakemake/slurm-gpu/events/train/all.jsonl"
     bg, urgent = Background(workdir, *config), []
     try:
-        job, noticed = preempt_while_urgent_holds_n2(log, urgent)
+        job, noticed = preempt_while_urgent_holds(log, urgent)
         run = bg.wait(timeout_s=400)
     finally:
         bg.kill()
@@ -155,16 +156,7 @@ def test_the_issue_scenario_on_four_nodes(four_node_cluster, tmp_path):
     log = workdir / ".snakemake/slurm-gpu/events/train/all.jsonl"
     bg, urgent = Background(workdir), []
     try:
-        started = wait_for(lambda: [e for e in events.read(log) if e["event"] == "started"] if log.exists() else None,
-                           300, "the step to start")
-        job = started[0]["job_id"]
-        assert started[0]["num_nodes"] == 4, started
-        wait_for(lambda: any(e["event"] == "checkpoint" for e in events.read(log)), 300, "a first checkpoint")
-        urgent.append(slurm("sbatch", "--parsable", "--nodelist=n3,n4", "--nodes=2", "--ntasks-per-node=1",
-                            "--gpus-per-node=2", "--priority=4000000", "--time=15", "--output=/dev/null",
-                            "--job-name=urgent", "--wrap=sleep 600").strip())
-        slurm("scancel", "--signal=USR1", job)
-        noticed = time.time()
+        job, noticed = preempt_while_urgent_holds(log, urgent, held="n3,n4", nodes=4)
         run = bg.wait(timeout_s=540)  # before the urgent job's 600 s are up: the step did not wait for it
         finished = time.time()
     finally:

@@ -205,7 +205,8 @@ def test_a_smaller_run_without_elastic_batches_is_told_its_global_batch_shrinks(
     for name, value in rank_environment(0, 1, tmp_path, restart=1).items():  # 1 of the step's 4 nodes
         monkeypatch.setenv(name, value)
     resumable, batches = Resumable(every_n_steps=None), ElasticBatches(MICRO)
-    trainer = L.Trainer(max_steps=2, callbacks=[resumable, batches] if elastic else [resumable], logger=False, enable_checkpointing=False,
+    trainer = L.Trainer(max_steps=2, callbacks=[resumable, batches] if elastic else [resumable], logger=False,
+                        enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False, **trainer_kwargs(accelerator="cpu"))
     dataset = torch.utils.data.TensorDataset(*_data())
     loader = batches.loader(dataset) if elastic else torch.utils.data.DataLoader(dataset, batch_size=MICRO)

@@ -47,7 +47,8 @@ class ElasticSampler(DistributedSampler):
 
     def __init__(self, dataset: Sized, batches: elastic.GlobalBatches, world_size: int, rank: int,
                  position: Position) -> None:
-        super().__init__(dataset, num_replicas=world_size, rank=rank, shuffle=False, drop_last=True)  # type: ignore[arg-type]
+        super().__init__(dataset, num_replicas=world_size, rank=rank,  # type: ignore[arg-type]
+                         shuffle=False, drop_last=True)
         self.batches = batches
         self.parts = elastic.lockstep(world_size, rank, batches.full_world_size).parts
         self._position = position

@@ -5,6 +5,10 @@ ranks, resumed from any checkpoint, trains the model that one process training a
 
 from __future__ import annotations
 
+import json
+import os
+from pathlib import Path
+
 import torch
 
 from snakemake_executor_plugin_slurm_gpu.runtime import elastic
@@ -38,6 +42,16 @@ def batches(micro_batch: int, full_world_size: int, samples: int = SAMPLES) -> e
 
 def loss(net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return torch.nn.functional.mse_loss(net(x), y)
+
+
+def write_results(model_path: str, state_dict: dict, runs_path: str, runs: list[dict]) -> None:
+    """The training step's outputs: the model's weights and the runs it took (world size, first and last
+    step), each written whole under a temporary name, then renamed: never half an output."""
+    for path, write in ((model_path, lambda p: torch.save(state_dict, p)),
+                        (runs_path, lambda p: Path(p).write_text(json.dumps(runs, indent=1)))):
+        tmp = f"{path}.tmp-{os.getpid()}"
+        write(tmp)
+        os.replace(tmp, path)
 
 
 def train_alone(steps: int, micro_batch: int, full_world_size: int, lr: float,

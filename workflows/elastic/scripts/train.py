@@ -12,13 +12,10 @@ from snakemake_executor_plugin_slurm_gpu.runtime import signals
 signals.install()
 
 import argparse  # noqa: E402
-import json  # noqa: E402
-import os  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-import torch  # noqa: E402
 from torch.nn.parallel import DistributedDataParallel  # noqa: E402
 
 from snakemake_executor_plugin_slurm_gpu.runtime.distributed import Session  # noqa: E402
@@ -69,12 +66,7 @@ def main() -> None:
                                          "runs": runs + [{**this_run, "to_step": step}]})
     session.finish(step)
     if session.rank == 0:
-        for path, write in ((args.out, lambda p: torch.save(net.state_dict(), p)),
-                            (args.runs, lambda p: Path(p).write_text(json.dumps(runs + [{**this_run, "to_step": step}],
-                                                                                  indent=1)))):
-            tmp = f"{path}.tmp-{os.getpid()}"  # written whole, then renamed: never half an output
-            write(tmp)
-            os.replace(tmp, path)
+        problem.write_results(args.out, net.state_dict(), args.runs, runs + [{**this_run, "to_step": step}])
         print(f"training_done global_step={step}", flush=True)
 
 

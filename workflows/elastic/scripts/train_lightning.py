@@ -14,14 +14,11 @@ from snakemake_executor_plugin_slurm_gpu.runtime import signals
 signals.install()
 
 import argparse  # noqa: E402
-import json  # noqa: E402
-import os  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import lightning as L  # noqa: E402
-import torch  # noqa: E402
 from torch.utils.data import TensorDataset  # noqa: E402
 
 from snakemake_executor_plugin_slurm_gpu.runtime import geometry, trainer_kwargs  # noqa: E402
@@ -79,7 +76,8 @@ def main() -> None:
     model = Regression(args.lr, args.step_s, {"world_size": world.world_size,
                                               "full_world_size": world.full_world_size})
     trainer = L.Trainer(max_steps=args.steps, max_epochs=-1, precision="64-true",
-                        callbacks=[resumable, elastic], plugins=[resumable.environment()] if world.under_slurm else None,
+                        callbacks=[resumable, elastic],
+                        plugins=[resumable.environment()] if world.under_slurm else None,
                         logger=False, enable_checkpointing=False, enable_progress_bar=False,
                         enable_model_summary=False, **trainer_kwargs())
     if trainer.global_rank == 0:
@@ -90,11 +88,7 @@ def main() -> None:
     if not resumable.finished(trainer):
         sys.exit(143)
     if trainer.global_rank == 0:
-        for path, write in ((args.out, lambda p: torch.save(model.net.state_dict(), p)),
-                            (args.runs, lambda p: Path(p).write_text(json.dumps(model.runs_so_far(), indent=1)))):
-            tmp = f"{path}.tmp-{os.getpid()}"  # written whole, then renamed: never half an output
-            write(tmp)
-            os.replace(tmp, path)
+        problem.write_results(args.out, model.net.state_dict(), args.runs, model.runs_so_far())
         print(f"training_done global_step={trainer.global_step}", flush=True)
 
 
