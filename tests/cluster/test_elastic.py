@@ -16,13 +16,14 @@ from __future__ import annotations
 import json
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
 
-from conftest import Background, copy_workflow, slurm, wait_for
+from conftest import Background, Run, copy_workflow, slurm, wait_for
 
 from snakemake_executor_plugin_slurm_gpu import events, timeline
 from snakemake_executor_plugin_slurm_gpu.cli import status_row
@@ -60,10 +61,49 @@ def replay(runs: list[dict]) -> dict[str, float]:
     return {"w": w, "b": b, "train_loss": loss}
 
 
-def preempt_while_urgent_holds(log: Path, urgent: list[str], held: str = "n2", nodes: int = 2) -> tuple[str, float]:
-    """Once the step trains on all its `nodes`: an urgent job for the GPUs of the nodes `held` for 10 minutes,
-    ahead of everything else in the queue (its id goes to `urgent`, for the test to cancel), then the
-    preemption notice. The step's job id and when the notice went."""
+@dataclass
+class Preempted:
+    run: Run             # the whole Snakemake run
+    job: str             # the step's Slurm job id
+    noticed: float       # when the preemption notice went
+    finished: float      # when Snakemake ended
+    records: list[dict]  # the step's event log
+
+    def started(self) -> list[dict]:
+        return [e for e in self.records if e["event"] == "started"]
+
+
+def run_preempted(workdir: Path, *args: str, held: str = "n2", nodes: int = 2, timeout_s: float = 400) -> Preempted:
+    """The workflow in `workdir` (Snakemake arguments `args`), its step `train` preempted once it trains on
+    all its `nodes`, while an urgent job holds the GPUs of the nodes `held` for 10 minutes (cancelled at the
+    end)."""
+    log = workdir / ".snakemake/slurm-gpu/events/train/all.jsonl"
+    bg, urgent = Background(workdir, *args), []
+    try:
+        job, noticed = _preempt_while_urgent_holds(log, urgent, held, nodes)
+        run = bg.wait(timeout_s=timeout_s)
+        finished = time.time()
+    finally:
+        bg.kill()
+        for u in urgent:
+            slurm("scancel", u)
+    assert run.returncode == 0, run.output[-4000:]
+    return Preempted(run, job, noticed, finished, events.read(log))
+
+
+def assert_trains_the_reference(workdir: Path, steps: int, micro: int, full: int, lr: float) -> None:
+    """results/model.pt is the model one process computing every global batch trains, to 1e-10."""
+    sys.path.insert(0, str(workdir / "scripts"))
+    import problem
+
+    reference = problem.train_alone(steps, micro, full, lr)
+    trained = torch.load(workdir / "results/model.pt", weights_only=True)
+    assert trained.keys() == reference.keys()
+    for key in reference:
+        assert torch.allclose(trained[key], reference[key], rtol=0, atol=1e-10), (key, trained[key] - reference[key])
+
+
+def _preempt_while_urgent_holds(log: Path, urgent: list[str], held: str, nodes: int) -> tuple[str, float]:
     started = wait_for(lambda: [e for e in events.read(log) if e["event"] == "started"] if log.exists() else None,
                        300, "the step to start")
     job = started[0]["job_id"]
@@ -79,17 +119,8 @@ def preempt_while_urgent_holds(log: Path, urgent: list[str], held: str = "n2", n
 def test_a_preempted_elastic_step_resumes_on_the_node_that_is_free(cluster, tmp_path):
     workdir = copy_workflow("sweep", tmp_path)
     (workdir / "Snakefile").write_text(SNAKEFILE)
-    log = workdir / ".snakemake/slurm-gpu/events/train/all.jsonl"
-    bg, urgent = Background(workdir), []
-    try:
-        job, _ = preempt_while_urgent_holds(log, urgent)
-        run = bg.wait(timeout_s=300)
-    finally:
-        bg.kill()
-        for u in urgent:
-            slurm("scancel", u)
-    assert run.returncode == 0, run.output[-4000:]
-    records = events.read(log)
+    preempted = run_preempted(workdir, timeout_s=300)
+    run, job, records = preempted.run, preempted.job, preempted.records
     starts = [(e["job_id"], e["restart"], e["num_nodes"], e["nodes"]) for e in records if e["event"] == "started"]
     # requeued in place, then started on the one node the urgent job left free
     assert [s[:3] for s in starts] == [(job, 0, 2), (job, 1, 1)], starts
@@ -116,32 +147,15 @@ def test_resumed_on_fewer_nodes_it_trains_the_full_size_model(cluster, tmp_path,
     config = ("--config", f"trainer={trainer}", "nodes=2", "min_nodes=1", "gpus=4", f"steps={steps}",
               f"micro_batch={micro}", f"lr={lr}",
               "step_s=0.05", "checkpoint_every=10")
-    log = workdir / ".snakemake/slurm-gpu/events/train/all.jsonl"
-    bg, urgent = Background(workdir, *config), []
-    try:
-        job, noticed = preempt_while_urgent_holds(log, urgent)
-        run = bg.wait(timeout_s=400)
-    finally:
-        bg.kill()
-        for u in urgent:
-            slurm("scancel", u)
-    assert run.returncode == 0, run.output[-4000:]
-    records = events.read(log)
-    starts = [(e["job_id"], e["restart"], e["num_nodes"]) for e in records if e["event"] == "started"]
-    assert starts == [(job, 0, 2), (job, 1, 1)], starts
-    second = [e for e in records if e["event"] == "started"][1]["ts"]
-    print(f"preemption notice -> started again on the free node: {second - noticed:.1f} s")
+    preempted = run_preempted(workdir, *config)
+    starts = [(e["job_id"], e["restart"], e["num_nodes"]) for e in preempted.started()]
+    assert starts == [(preempted.job, 0, 2), (preempted.job, 1, 1)], starts
+    print(f"preemption notice -> started again on the free node: "
+          f"{preempted.started()[1]['ts'] - preempted.noticed:.1f} s")
     runs = json.loads((workdir / "results/runs.json").read_text())
     assert [(r["world_size"], r["full_world_size"]) for r in runs] == [(4, 4), (2, 4)], runs
     assert runs[0]["to_step"] == runs[1]["from_step"] > 0 and runs[1]["to_step"] == steps
-    sys.path.insert(0, str(workdir / "scripts"))
-    import problem
-
-    reference = problem.train_alone(steps, micro, 4, lr)
-    trained = torch.load(workdir / "results/model.pt", weights_only=True)
-    assert trained.keys() == reference.keys()
-    for key in reference:
-        assert torch.allclose(trained[key], reference[key], rtol=0, atol=1e-10), (key, trained[key] - reference[key])
+    assert_trains_the_reference(workdir, steps, micro, 4, lr)
     assert json.loads((workdir / "results/evaluation.json").read_text())["world_sizes"] == [4, 2]
 
 
@@ -153,31 +167,15 @@ def test_the_issue_scenario_on_four_nodes(four_node_cluster, tmp_path):
     workdir = copy_workflow("elastic", tmp_path)
     config = yaml.safe_load((workdir / "config.yaml").read_text())
     assert (config["trainer"], config["nodes"], config["min_nodes"], config["gpus"]) == ("lightning", 4, 2, 8)
-    log = workdir / ".snakemake/slurm-gpu/events/train/all.jsonl"
-    bg, urgent = Background(workdir), []
-    try:
-        job, noticed = preempt_while_urgent_holds(log, urgent, held="n3,n4", nodes=4)
-        run = bg.wait(timeout_s=540)  # before the urgent job's 600 s are up: the step did not wait for it
-        finished = time.time()
-    finally:
-        bg.kill()
-        for u in urgent:
-            slurm("scancel", u)
-    assert run.returncode == 0, run.output[-4000:]
-    records = events.read(log)
-    starts = [(e["job_id"], e["restart"], e["num_nodes"], e["nodes"]) for e in records if e["event"] == "started"]
-    assert starts == [(job, 0, 4, "n[1-4]"), (job, 1, 2, "n[1-2]")], starts
-    resumed = [e["ts"] for e in records if e["event"] == "resumed"]
-    again = [e["ts"] for e in records if e["event"] == "started"][1]
-    print(f"preemption notice -> started again on n[1-2]: {again - noticed:.1f} s, training again: "
-          f"{resumed[0] - noticed:.1f} s, finished: {finished - noticed:.1f} s")
+    # done before the urgent job's 600 s are up: the step did not wait for it
+    preempted = run_preempted(workdir, held="n3,n4", nodes=4, timeout_s=540)
+    starts = [(e["job_id"], e["restart"], e["num_nodes"], e["nodes"]) for e in preempted.started()]
+    assert starts == [(preempted.job, 0, 4, "n[1-4]"), (preempted.job, 1, 2, "n[1-2]")], starts
+    resumed = [e["ts"] for e in preempted.records if e["event"] == "resumed"]
+    noticed = preempted.noticed
+    print(f"preemption notice -> started again on n[1-2]: {preempted.started()[1]['ts'] - noticed:.1f} s, "
+          f"training again: {resumed[0] - noticed:.1f} s, finished: {preempted.finished - noticed:.1f} s")
     runs = json.loads((workdir / "results/runs.json").read_text())
     assert [(r["world_size"], r["full_world_size"]) for r in runs] == [(8, 8), (4, 8)], runs
     assert runs[1]["from_step"] == runs[0]["to_step"] > 0 and runs[1]["to_step"] == config["steps"]
-    sys.path.insert(0, str(workdir / "scripts"))
-    import problem
-
-    reference = problem.train_alone(config["steps"], config["micro_batch"], config["gpus"], config["lr"])
-    trained = torch.load(workdir / "results/model.pt", weights_only=True)
-    for key in reference:
-        assert torch.allclose(trained[key], reference[key], rtol=0, atol=1e-10), (key, trained[key] - reference[key])
+    assert_trains_the_reference(workdir, config["steps"], config["micro_batch"], config["gpus"], config["lr"])

@@ -5,6 +5,7 @@ ranks, resumed from any checkpoint, trains the model that one process training a
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 from pathlib import Path
@@ -42,6 +43,20 @@ def batches(micro_batch: int, full_world_size: int, samples: int = SAMPLES) -> e
 
 def loss(net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return torch.nn.functional.mse_loss(net(x), y)
+
+
+def arguments() -> argparse.Namespace:
+    """The command line of both training scripts (train.py in plain torch, train_lightning.py)."""
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--steps", type=int, required=True)
+    ap.add_argument("--micro-batch", type=int, required=True)
+    ap.add_argument("--lr", type=float, required=True)
+    ap.add_argument("--step-s", type=float, default=0.0, help="simulated compute per micro-batch")
+    ap.add_argument("--checkpoint-every", type=int, default=20)
+    ap.add_argument("--samples", type=int, default=SAMPLES)
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--runs", required=True)
+    return ap.parse_args()
 
 
 def write_results(model_path: str, state_dict: dict, runs_path: str, runs: list[dict]) -> None:

@@ -11,7 +11,6 @@ from snakemake_executor_plugin_slurm_gpu.runtime import signals
 
 signals.install()
 
-import argparse  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -25,15 +24,7 @@ import problem  # noqa: E402
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--steps", type=int, required=True)
-    ap.add_argument("--micro-batch", type=int, required=True)
-    ap.add_argument("--lr", type=float, required=True)
-    ap.add_argument("--step-s", type=float, default=0.0, help="simulated compute per micro-batch")
-    ap.add_argument("--checkpoint-every", type=int, default=20)
-    ap.add_argument("--out", required=True)
-    ap.add_argument("--runs", required=True)
-    args = ap.parse_args()
+    args = problem.arguments()
 
     session = Session(every_n_steps=args.checkpoint_every)
     full = session.world.full_world_size
@@ -51,9 +42,9 @@ def main() -> None:
         print(f"elastic: {session.world_size} of {full} ranks, from step {step}, "
               f"{session.share.accumulation} micro-batch(es) per optimizer step on rank 0", flush=True)
 
-    x, y = problem.data()
+    x, y = problem.data(args.samples)
     x, y = x.to(session.device), y.to(session.device)
-    plan = problem.batches(args.micro_batch, full)
+    plan = problem.batches(args.micro_batch, full, args.samples)
     while step < args.steps:
         optimizer.zero_grad()
         for indices, scale in session.accumulate(model, plan.for_rank(step, session.world_size, session.rank)):

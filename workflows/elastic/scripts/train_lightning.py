@@ -13,7 +13,6 @@ from snakemake_executor_plugin_slurm_gpu.runtime import signals
 
 signals.install()
 
-import argparse  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -59,16 +58,7 @@ class Regression(L.LightningModule):
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--steps", type=int, required=True)
-    ap.add_argument("--micro-batch", type=int, required=True)
-    ap.add_argument("--lr", type=float, required=True)
-    ap.add_argument("--step-s", type=float, default=0.0, help="simulated compute per micro-batch")
-    ap.add_argument("--checkpoint-every", type=int, default=20)
-    ap.add_argument("--samples", type=int, default=problem.SAMPLES)
-    ap.add_argument("--out", required=True)
-    ap.add_argument("--runs", required=True)
-    args = ap.parse_args()
+    args = problem.arguments()
 
     resumable = Resumable(every_n_steps=args.checkpoint_every)
     elastic = ElasticBatches(micro_batch_size=args.micro_batch, seed=problem.SEED)
